@@ -1,0 +1,117 @@
+"""The Flask application factory: wiring only. Views live in ``api/routes_*.py``."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import Flask, request
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException
+
+from api.frontdoor import FrontDoor, RedisHealth
+from api.problems import problem_response
+from api.request_store import RedisRequestStore, SqlRequestStore
+from api.waiter import PollingWaiter, PubSubWaiter
+from shared.clock import Clock, SystemClock
+from shared.db import get_engine, is_unreachable, service_busy
+from shared.errors import DocnumError
+from shared.settings import Settings, get_settings
+from workers.celery_app import make_celery
+
+log = logging.getLogger(__name__)
+
+BASE = "/api/v1/document-numbering"
+MAX_BODY_BYTES = 1024 * 1024
+
+_HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+               405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
+               415: "UNSUPPORTED_MEDIA_TYPE", 429: "RATE_LIMITED"}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    read_engine: Engine
+    celery: Celery
+    frontdoor: FrontDoor
+    clock: Clock
+    redis: redis.Redis | None
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
+                                health_check_interval=30)
+
+
+def build_services(settings: Settings, celery: Celery | None = None,
+                   clock: Clock | None = None) -> Services:
+    engine = get_engine(settings.database_url)
+    read_engine = get_engine(settings.database_replica_url) if settings.database_replica_url \
+        else engine
+    celery = celery or make_celery(settings)
+    client = None
+    if settings.result_backend.startswith(("redis://", "rediss://")):
+        client = redis_client(settings.result_backend)
+        store = RedisRequestStore(client, settings.idempotency_ttl)
+        waiter = PubSubWaiter(client, store.result)
+        health = RedisHealth()
+    else:
+        store = SqlRequestStore(engine, celery, settings.idempotency_ttl)
+        waiter = PollingWaiter(store.result)
+        health = None
+    frontdoor = FrontDoor(settings, celery, engine, store, waiter, health)
+    return Services(settings, engine, read_engine, celery, frontdoor, clock or SystemClock(),
+                    client)
+
+
+def create_app(settings: Settings | None = None, *, celery: Celery | None = None,
+               clock: Clock | None = None) -> Flask:
+    settings = settings or get_settings()
+    app = Flask("docnum")
+    app.config["DOCNUM_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    app.extensions["docnum"] = build_services(settings, celery, clock)
+
+    from api import routes_admin, routes_health, routes_issuing, routes_reference
+
+    app.register_blueprint(routes_health.bp)
+    app.register_blueprint(routes_issuing.bp, url_prefix=BASE)
+    app.register_blueprint(routes_reference.bp, url_prefix=BASE)
+    app.register_blueprint(routes_admin.bp, url_prefix=BASE)
+    _register_error_handlers(app)
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(DocnumError)
+    def _docnum_error(error: DocnumError):  # noqa: ANN202
+        return problem_response(error, request)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):  # noqa: ANN202
+        code = _HTTP_CODES.get(error.code or 500, "INTERNAL_ERROR")
+        detail = error.description or ""
+        if error.code == 413:
+            detail = f"the request body is larger than {MAX_BODY_BYTES} bytes"
+        return problem_response(DocnumError(code, detail), request)
+
+    @app.errorhandler(DBAPIError)
+    def _db_error(error: DBAPIError):  # noqa: ANN202
+        if is_unreachable(error):
+            log.warning("database unreachable: %s", type(error.orig).__name__)
+            return problem_response(service_busy(), request)
+        log.exception("database error")
+        return problem_response(DocnumError("INTERNAL_ERROR", "a database error occurred"),
+                                request)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):  # noqa: ANN202
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(DocnumError("INTERNAL_ERROR", "an unexpected error occurred"),
+                                request)

@@ -1,0 +1,250 @@
+"""The OpenAPI 3 document of every route (SPEC §5), built once from small tables."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+BASE = "/api/v1/document-numbering"
+
+CODE = {"type": "string", "minLength": 1, "maxLength": 30}
+NULLABLE_CODE = {"type": ["string", "null"], "minLength": 1, "maxLength": 30}
+
+SCHEMAS: dict = {
+    "Problem": {
+        "type": "object", "required": ["type", "title", "status", "code"],
+        "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"},
+            "status": {"type": "integer"}, "detail": {"type": "string"},
+            "code": {"type": "string"},
+            "errors": {"type": "array", "items": {
+                "type": "object", "properties": {"field": {"type": "string"},
+                                                 "message": {"type": "string"}}}},
+        },
+    },
+    "NumberingContext": {
+        "type": "object", "required": ["project", "correspondence_type"],
+        "properties": {
+            "project": CODE, "correspondence_type": CODE, "originator": CODE,
+            "recipient": CODE, "sub_type": CODE, "rfa_type": CODE, "discipline": CODE,
+            "revision": CODE, "document_date": {"type": "string", "format": "date"},
+            "document_ref": {"type": "string", "maxLength": 255},
+        },
+    },
+    "IssuedNumber": {
+        "type": "object",
+        "required": ["document_number", "sequence", "state", "source", "counter_key",
+                     "issued_at", "request_id"],
+        "properties": {
+            "document_number": {"type": "string"},
+            "sequence": {"type": ["integer", "null"]},
+            "state": {"type": "string",
+                      "enum": ["RESERVED", "CONFIRMED", "CANCELLED", "EXPIRED", "VOID"]},
+            "source": {"type": "string",
+                       "enum": ["GENERATE", "RESERVE", "MANUAL", "IMPORT", "REPLACE"]},
+            "counter_key": {"type": ["string", "null"]},
+            "config_id": {"type": ["integer", "null"]},
+            "config_version": {"type": ["integer", "null"]},
+            "document_date": {"type": ["string", "null"]},
+            "issued_at": {"type": "string"}, "request_id": {"type": "string"},
+            "document_ref": {"type": "string"},
+            "reservation": {"type": "object", "properties": {
+                "token": {"type": "string"}, "expires_at": {"type": "string"}}},
+        },
+    },
+    "Queued": {
+        "type": "object", "required": ["request_id", "status", "status_url"],
+        "properties": {"request_id": {"type": "string"}, "status": {"type": "string"},
+                       "status_url": {"type": "string"}},
+    },
+    "RequestStatus": {
+        "type": "object", "required": ["request_id", "status"],
+        "properties": {
+            "request_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+            "result": {"$ref": "#/components/schemas/IssuedNumber"},
+            "error": {"type": "object"},
+        },
+    },
+    "Page": {
+        "type": "object", "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": {"type": "object"}},
+                       "next_cursor": {"type": ["string", "null"]}},
+    },
+    "Config": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"}, "project": {"type": "string"},
+            "correspondence_type": {"type": ["string", "null"]},
+            "template": {"type": "string"},
+            "reset": {"type": "string", "enum": ["YEARLY", "MONTHLY", "FISCAL_YEARLY", "NONE"]},
+            "fiscal_year_start_month": {"type": "integer"},
+            "sequence_start": {"type": "integer"},
+            "counter_scope": {"type": ["array", "null"], "items": {"type": "string"}},
+            "version": {"type": "integer"}, "active": {"type": "boolean"},
+        },
+    },
+    "ConfigCreate": {
+        "type": "object", "required": ["project", "template", "reset"],
+        "properties": {
+            "project": CODE, "correspondence_type": NULLABLE_CODE,
+            "template": {"type": "string", "maxLength": 100},
+            "reset": {"type": "string", "enum": ["YEARLY", "MONTHLY", "FISCAL_YEARLY", "NONE"]},
+            "fiscal_year_start_month": {"type": "integer", "minimum": 1, "maximum": 12},
+            "sequence_start": {"type": "integer", "minimum": 0},
+            "counter_scope": {"type": ["array", "null"], "items": {"type": "string"}},
+            "active": {"type": "boolean"},
+        },
+    },
+    "ConfigUpdate": {
+        "type": "object", "required": ["change_reason"],
+        "properties": {
+            "template": {"type": "string", "maxLength": 100},
+            "reset": {"type": "string", "enum": ["YEARLY", "MONTHLY", "FISCAL_YEARLY", "NONE"]},
+            "fiscal_year_start_month": {"type": "integer", "minimum": 1, "maximum": 12},
+            "sequence_start": {"type": "integer", "minimum": 0},
+            "counter_scope": {"type": ["array", "null"], "items": {"type": "string"}},
+            "active": {"type": "boolean"},
+            "change_reason": {"type": "string", "minLength": 10},
+        },
+    },
+    "CatalogEntry": {
+        "type": "object", "required": ["name"],
+        "properties": {"kind": {"type": "string"}, "code": {"type": "string"},
+                       "name": {"type": "string", "maxLength": 255},
+                       "active": {"type": "boolean"}},
+    },
+    "Readiness": {
+        "type": "object",
+        "properties": {"database": {"type": "string"}, "broker": {"type": "string"},
+                       "result_backend": {"type": "string"},
+                       "mode": {"type": "string", "enum": ["queue", "db-fallback"]}},
+    },
+}
+
+ERROR_STATUSES = ("400", "401", "403", "404", "409", "410", "413", "415", "422", "429", "503")
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problems() -> dict:
+    return {code: {"description": "problem",
+                   "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+            for code in ERROR_STATUSES}
+
+
+def _op(summary: str, responses: dict, *, body: dict | None = None, params: list | None = None,
+        perm: str | None = None, idempotent_key: bool = False, auth: bool = True) -> dict:
+    op: dict = {"summary": summary, "responses": {**responses, **(_problems() if auth else {})}}
+    if perm:
+        op["x-permission"] = perm
+    parameters = list(params or [])
+    if idempotent_key:
+        parameters.append({"name": "Idempotency-Key", "in": "header", "required": True,
+                           "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if not auth:
+        op["security"] = []
+    return op
+
+
+def _path_param(name: str, schema: dict | None = None) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
+
+
+def _query(name: str, schema: dict | None = None) -> dict:
+    return {"name": name, "in": "query", "required": False,
+            "schema": schema or {"type": "string"}}
+
+
+PAGING = [_query("cursor"), _query("limit", {"type": "integer", "minimum": 1, "maximum": 500})]
+TIMEOUT = _query("timeout", {"type": "number", "minimum": 0, "maximum": 30})
+ISSUE_BODY = {"allOf": [_ref("NumberingContext"), {"type": "object", "properties": {
+    "mode": {"type": "string", "enum": ["generate", "reserve"]}}}]}
+
+
+def _paths() -> dict:
+    issued = _json(_ref("IssuedNumber"), "issued")
+    queued = _json(_ref("Queued"), "queued; poll status_url")
+    page = _json(_ref("Page"))
+    return {
+        f"{BASE}/requests": {"post": _op(
+            "Submit an issuing request", {"202": queued, "200": _json(_ref("RequestStatus"))},
+            body=ISSUE_BODY, perm="correspondence.create", idempotent_key=True)},
+        f"{BASE}/requests/{{request_id}}": {"get": _op(
+            "Status of a request", {"200": _json(_ref("RequestStatus"))},
+            params=[_path_param("request_id")], perm="correspondence.read")},
+        f"{BASE}/generate": {"post": _op(
+            "Issue a number and wait for it", {"201": issued, "202": queued},
+            body=_ref("NumberingContext"), params=[TIMEOUT], perm="correspondence.create",
+            idempotent_key=True)},
+        f"{BASE}/reserve": {"post": _op(
+            "Reserve a number", {"201": issued, "202": queued}, body=_ref("NumberingContext"),
+            params=[TIMEOUT], perm="correspondence.create", idempotent_key=True)},
+        f"{BASE}/preview": {"post": _op(
+            "Preview the next number without consuming it", {"200": _json({"type": "object"})},
+            body={"allOf": [_ref("NumberingContext"), {"type": "object", "properties": {
+                "template": {"type": "string"}}}]}, perm="correspondence.read")},
+        f"{BASE}/numbers/{{document_number}}": {"get": _op(
+            "Explain an issued number", {"200": _json({"type": "object"})},
+            params=[_path_param("document_number"), _query("project")],
+            perm="correspondence.read")},
+        f"{BASE}/catalog/{{kind}}": {"get": _op(
+            "List catalog entries", {"200": page}, params=[_path_param("kind"), *PAGING],
+            perm="correspondence.read")},
+        f"{BASE}/catalog/{{kind}}/{{code}}": {
+            "get": _op("Get a catalog entry", {"200": _json(_ref("CatalogEntry"))},
+                       params=[_path_param("kind"), _path_param("code")],
+                       perm="correspondence.read"),
+            "put": _op("Create or update a catalog entry",
+                       {"200": _json(_ref("CatalogEntry")), "201": _json(_ref("CatalogEntry"))},
+                       params=[_path_param("kind"), _path_param("code")],
+                       body=_ref("CatalogEntry"), perm="system.manage_settings")},
+        f"{BASE}/configs": {
+            "post": _op("Create a numbering config", {"201": _json(_ref("Config"))},
+                        body=_ref("ConfigCreate"), perm="system.manage_settings"),
+            "get": _op("List numbering configs", {"200": page},
+                       params=[_query("project"), *PAGING], perm="system.manage_settings")},
+        f"{BASE}/configs/{{config_id}}": {
+            "get": _op("Get a config", {"200": _json(_ref("Config"))},
+                       params=[_path_param("config_id")], perm="system.manage_settings"),
+            "put": _op("Change a config (version + 1)", {"200": _json(_ref("Config"))},
+                       params=[_path_param("config_id")], body=_ref("ConfigUpdate"),
+                       perm="system.manage_settings")},
+        f"{BASE}/configs/{{config_id}}/history": {"get": _op(
+            "Versions of a config", {"200": page}, params=[_path_param("config_id"), *PAGING],
+            perm="system.manage_settings")},
+        "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"})}, auth=False)},
+        "/readyz": {"get": _op("Readiness", {"200": _json(_ref("Readiness")),
+                                             "503": _json(_ref("Readiness"))}, auth=False)},
+        "/metrics": {"get": _op("Prometheus metrics", {"200": {
+            "description": "Prometheus text", "content": {"text/plain": {"schema": {
+                "type": "string"}}}}}, auth=False)},
+        f"{BASE}/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})},
+                                            auth=False)},
+    }
+
+
+EXTRA_PATHS: dict = {}  # later route groups add their entries here
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "docnum — document numbering", "version": "1.0.0"},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "bearerFormat": "JWT"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {**_paths(), **EXTRA_PATHS},
+    }

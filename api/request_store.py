@@ -1,0 +1,113 @@
+"""Accepted requests: who asked, with which body, and where their answer will appear.
+
+Production keeps them in Redis (``SET NX EX``, one round trip, expiring after
+``DOCNUM_IDEMPOTENCY_TTL``); the embedded default keeps them in its SQLite database. Answers
+live in the Celery result backend under the request id (``celery-task-meta-<id>``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+import redis
+from celery import Celery
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from shared.clock import SystemClock, from_db, iso, to_db
+from shared.db import transaction
+from shared.models import RequestRecord
+
+RESULT_KEY_PREFIX = "celery-task-meta-"
+
+
+@dataclass(frozen=True)
+class Record:
+    request_id: str
+    client: str
+    fingerprint: str
+    mode: str
+    counter_key: str
+    submitted_at: str
+
+
+class RedisRequestStore:
+    def __init__(self, client: redis.Redis, ttl: int) -> None:
+        self.redis = client
+        self.ttl = ttl
+
+    @staticmethod
+    def _key(request_id: str) -> str:
+        return f"docnum:request:{request_id}"
+
+    def claim(self, record: Record) -> Record | None:
+        """Store ``record`` unless one exists; return the existing one (None when claimed)."""
+        payload = json.dumps(asdict(record), ensure_ascii=False)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self._key(record.request_id), payload, nx=True, ex=self.ttl)
+        pipe.get(self._key(record.request_id))
+        created, current = pipe.execute()
+        if created:
+            return None
+        return Record(**json.loads(current)) if current else None
+
+    def release(self, request_id: str) -> None:
+        self.redis.delete(self._key(request_id))
+
+    def get(self, request_id: str) -> Record | None:
+        raw = self.redis.get(self._key(request_id))
+        return Record(**json.loads(raw)) if raw else None
+
+    def result(self, request_id: str) -> dict | None:
+        raw = self.redis.get(RESULT_KEY_PREFIX + request_id)
+        return _result_from_meta(json.loads(raw)) if raw else None
+
+
+class SqlRequestStore:
+    def __init__(self, engine: Engine, celery: Celery, ttl: int) -> None:
+        self.engine = engine
+        self.celery = celery
+        self.ttl = ttl
+
+    def claim(self, record: Record) -> Record | None:
+        now = SystemClock().now()
+        try:
+            with transaction(self.engine) as session:
+                session.execute(delete(RequestRecord).where(
+                    RequestRecord.request_id == record.request_id,
+                    RequestRecord.expires_at < to_db(now)))
+                session.add(RequestRecord(
+                    request_id=record.request_id, client=record.client,
+                    fingerprint=record.fingerprint, mode=record.mode,
+                    counter_key=record.counter_key, submitted_at=to_db(now),
+                    expires_at=to_db(now + timedelta(seconds=self.ttl))))
+            return None
+        except IntegrityError:
+            return self.get(record.request_id)
+
+    def release(self, request_id: str) -> None:
+        with transaction(self.engine) as session:
+            session.execute(delete(RequestRecord).where(RequestRecord.request_id == request_id))
+
+    def get(self, request_id: str) -> Record | None:
+        with transaction(self.engine) as session:
+            row = session.scalar(select(RequestRecord).where(
+                RequestRecord.request_id == request_id))
+            if row is None:
+                return None
+            return Record(row.request_id, row.client, row.fingerprint, row.mode,
+                          row.counter_key, iso(from_db(row.submitted_at)))
+
+    def result(self, request_id: str) -> dict | None:
+        meta = self.celery.backend.get_task_meta(request_id)
+        return _result_from_meta(meta)
+
+
+def _result_from_meta(meta: dict | None) -> dict | None:
+    """Our answer envelope out of Celery's task meta; None while nothing is stored."""
+    if not meta or meta.get("status") != "SUCCESS":
+        return None
+    result = meta.get("result")
+    return result if isinstance(result, dict) and "ok" in result else None

@@ -1,0 +1,185 @@
+"""Issuing: POST /requests, GET /requests/{id}, POST /generate, /reserve, /preview, numbers."""
+from __future__ import annotations
+
+from flask import Blueprint, request, url_for
+
+from api.frontdoor import Answer
+from api.http import json_body, json_response, request_actor, services
+from api.security import current_principal, requires
+from shared import issuing, templates
+from shared.configs import ConfigView, resolve_config
+from shared.db import transaction
+from shared.errors import DocnumError, validation_failed
+from shared.lookup import number_details
+from shared.models import Counter
+
+bp = Blueprint("issuing", __name__)
+
+MAX_TIMEOUT_S = 30.0
+DEFAULT_TIMEOUT_S = 5.0
+
+
+def _timeout() -> float:
+    raw = request.args.get("timeout")
+    if raw is None or raw == "":
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise validation_failed("timeout", "must be a number of seconds 0-30") from None
+    if not 0 <= value <= MAX_TIMEOUT_S:  # also refuses nan and inf
+        raise validation_failed("timeout", "must be a number of seconds 0-30")
+    return value
+
+
+def _accept(route: str, mode: str | None = None) -> Answer:
+    """Validate, then hand the request to the front door (queue, join, or DB-only)."""
+    principal = current_principal()
+    key = issuing.check_idempotency_key(request.headers.get("Idempotency-Key"))
+    body = json_body()
+    if mode is None:
+        mode = body.get("mode", "generate")
+        if mode not in issuing.MODES:
+            raise validation_failed("mode", "must be generate or reserve")
+    ctx = issuing.parse_context(body)
+    svc = services()
+    now = svc.clock.now()
+    with transaction(svc.engine) as session:
+        config, counter_key, day = issuing.prepare(session, ctx, now=now,
+                                                   timezone=svc.settings.timezone)
+    actor = request_actor()
+    alloc = issuing.build_request(
+        request_id=issuing.request_id_for(principal.sub, key), mode=mode, ctx=ctx,
+        config=config, counter_key=counter_key, day=day, actor=principal.sub, now=now,
+        client_ip=actor.client_ip, user_agent=actor.user_agent, idempotency_key=key,
+        fingerprint_=issuing.fingerprint(f"{route}:{mode}", body))
+    return svc.frontdoor.submit(alloc)
+
+
+def _status_url(request_id: str) -> str:
+    return url_for("issuing.get_request", request_id=request_id)
+
+
+def _queued(answer: Answer):  # noqa: ANN202
+    url = _status_url(answer.request_id)
+    return json_response({"request_id": answer.request_id, "status": "queued",
+                          "status_url": url}, 202, {"Location": url, "Retry-After": "1"})
+
+
+def _request_object(answer: Answer) -> dict:
+    out: dict = {"request_id": answer.request_id, "status": answer.status}
+    if answer.number is not None:
+        out["result"] = answer.number
+    if answer.error is not None:
+        out["error"] = {"code": answer.error.code, "title": answer.error.title(),
+                        "status": answer.error.status, "detail": answer.error.detail}
+    return out
+
+
+@bp.post("/requests")
+@requires("correspondence.create")
+def submit_request():  # noqa: ANN201
+    answer = _accept("requests")
+    if answer.status == "queued":
+        return _queued(answer)
+    # Finished already: a duplicate of a finished request, or served on the DB-only path.
+    return json_response(_request_object(answer), 200, {"Location": _status_url(
+        answer.request_id)})
+
+
+@bp.get("/requests/<request_id>")
+@requires("correspondence.read")
+def get_request(request_id: str):  # noqa: ANN201
+    if len(request_id) > 64:
+        raise DocnumError("NOT_FOUND", "no such request")
+    found = services().frontdoor.status(request_id)
+    if found is None:
+        raise DocnumError("NOT_FOUND", f"no request {request_id}")
+    answer, owner = found
+    principal = current_principal()
+    if owner != principal.sub and not principal.has("system.view_logs"):
+        raise DocnumError("FORBIDDEN", "this request belongs to another user; reading it needs "
+                                       "system.view_logs")
+    headers = {"Retry-After": "1"} if answer.status == "queued" else {}
+    return json_response(_request_object(answer), 200, headers)
+
+
+def _issue_and_wait(route: str, mode: str):  # noqa: ANN202
+    timeout = _timeout()
+    answer = _accept(route, mode)
+    if answer.status == "queued":
+        answer = services().frontdoor.wait(answer.request_id, timeout) or answer
+    if answer.status == "queued":
+        return _queued(answer)  # still running: nothing lost, the number stays pollable
+    if answer.error is not None:
+        raise answer.error
+    return json_response(answer.number, 201, {"Location": _status_url(answer.request_id)})
+
+
+@bp.post("/generate")
+@requires("correspondence.create")
+def generate():  # noqa: ANN201
+    return _issue_and_wait("generate", "generate")
+
+
+@bp.post("/reserve")
+@requires("correspondence.create")
+def reserve():  # noqa: ANN201
+    return _issue_and_wait("reserve", "reserve")
+
+
+@bp.post("/preview")
+@requires("correspondence.read")
+def preview():  # noqa: ANN201
+    body = json_body()
+    ctx = issuing.parse_context(body)
+    svc = services()
+    with transaction(svc.read_engine) as session:
+        config = _preview_config(session, ctx, body)
+        config, counter_key, day = issuing.prepare(session, ctx, now=svc.clock.now(),
+                                                   timezone=svc.settings.timezone, config=config)
+        last = session.get(Counter, counter_key)
+    sequence = (last.last_sequence if last else config.sequence_start - 1) + 1
+    number = templates.render_number(config.parsed, ctx, sequence, day,
+                                     config.fiscal_year_start_month)
+    templates.check_number_length(number)
+    return json_response({"document_number": number, "sequence": sequence,
+                          "counter_key": counter_key,
+                          "config_version": config.version if config.id else None})
+
+
+def _preview_config(session, ctx, body: dict) -> ConfigView:  # noqa: ANN001
+    """The saved config, or an unsaved template laid over it (or over defaults) to try out."""
+    template = body.get("template")
+    if template is None:
+        return resolve_config(session, ctx.project, ctx.correspondence_type)
+    if not isinstance(template, str):
+        raise validation_failed("template", "must be a string")
+    try:
+        base = resolve_config(session, ctx.project, ctx.correspondence_type)
+    except DocnumError as exc:
+        if exc.code != "NO_CONFIG":
+            raise
+        base = ConfigView(id=0, project=ctx.project, correspondence_type=ctx.correspondence_type,
+                          template=template, reset="YEARLY", fiscal_year_start_month=10,
+                          sequence_start=1, counter_scope=None, version=0, active=True)
+    reset = body.get("reset", base.reset)
+    if reset not in templates.RESETS:
+        raise validation_failed("reset", f"must be one of {', '.join(templates.RESETS)}")
+    scope = body.get("counter_scope", list(base.counter_scope) if base.counter_scope is not None else None)
+    templates.validate_template(template, reset, scope)
+    return ConfigView(id=base.id, project=base.project,
+                      correspondence_type=base.correspondence_type, template=template,
+                      reset=reset, fiscal_year_start_month=base.fiscal_year_start_month,
+                      sequence_start=base.sequence_start,
+                      counter_scope=tuple(scope) if scope is not None else None, version=base.version,
+                      active=True)
+
+
+@bp.get("/numbers/<path:document_number>")
+@requires("correspondence.read")
+def get_number(document_number: str):  # noqa: ANN201
+    svc = services()
+    with transaction(svc.read_engine) as session:
+        details = number_details(session, document_number, request.args.get("project"))
+    return json_response(details)

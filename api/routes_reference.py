@@ -1,0 +1,105 @@
+"""Reference data: the catalog (SPEC §2) and numbering configs (SPEC §3)."""
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from api.http import int_cursor, json_body, json_response, page, page_params, request_actor, \
+    services
+from api.security import requires
+from shared import catalog, configs
+from shared.audit import write_audit
+from shared.db import transaction
+from shared.errors import DocnumError
+
+bp = Blueprint("reference", __name__)
+
+
+@bp.get("/catalog/<kind>")
+@requires("correspondence.read")
+def list_catalog(kind: str):  # noqa: ANN201
+    cursor, limit = page_params()
+    with transaction(services().read_engine) as session:
+        entries = catalog.list_entries(session, kind, cursor, limit + 1)
+    return json_response(page(entries, limit, key=lambda e: e["code"]))
+
+
+@bp.get("/catalog/<kind>/<code>")
+@requires("correspondence.read")
+def get_catalog_entry(kind: str, code: str):  # noqa: ANN201
+    with transaction(services().read_engine) as session:
+        return json_response(catalog.get_entry(session, kind, code).to_dict())
+
+
+@bp.put("/catalog/<kind>/<code>")
+@requires("system.manage_settings")
+def put_catalog_entry(kind: str, code: str):  # noqa: ANN201
+    body = json_body()
+    svc = services()
+    now = svc.clock.now()
+    with transaction(svc.engine) as session:
+        before, after = catalog.put_entry(session, kind, code, body.get("name"),
+                                          body.get("active", True), now)
+        write_audit(session, "CATALOG_CHANGE", request_actor(), now,
+                    before=before.to_dict() if before else None, after=after.to_dict())
+    return json_response(after.to_dict(), 200 if before else 201)
+
+
+@bp.post("/configs")
+@requires("system.manage_settings")
+def create_config():  # noqa: ANN201
+    body = json_body()
+    svc = services()
+    now = svc.clock.now()
+    actor = request_actor()
+    with transaction(svc.engine) as session:
+        config = configs.create_config(session, body, actor.sub, now)
+        write_audit(session, "CONFIG_CREATE", actor, now, after=config.to_dict())
+    return json_response(config.to_dict(), 201)
+
+
+@bp.get("/configs")
+@requires("system.manage_settings")
+def list_configs():  # noqa: ANN201
+    cursor, limit = page_params()
+    with transaction(services().read_engine) as session:
+        items = configs.list_configs(session, request.args.get("project"), int_cursor(cursor),
+                                     limit + 1)
+    return json_response(page(items, limit, key=lambda c: c["id"]))
+
+
+def _config_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 18:
+        raise DocnumError("NOT_FOUND", f"no config {raw}")
+    return int(raw)
+
+
+@bp.get("/configs/<config_id>")
+@requires("system.manage_settings")
+def get_config(config_id: str):  # noqa: ANN201
+    with transaction(services().read_engine) as session:
+        return json_response(configs.get_config(session, _config_id(config_id)).to_dict())
+
+
+@bp.put("/configs/<config_id>")
+@requires("system.manage_settings")
+def update_config(config_id: str):  # noqa: ANN201
+    body = json_body()
+    svc = services()
+    now = svc.clock.now()
+    actor = request_actor()
+    with transaction(svc.engine) as session:
+        before, after = configs.update_config(session, _config_id(config_id), body, actor.sub,
+                                              now)
+        write_audit(session, "CONFIG_UPDATE", actor, now, before=before.to_dict(),
+                    after=dict(after.to_dict(), change_reason=body.get("change_reason")))
+    return json_response(after.to_dict())
+
+
+@bp.get("/configs/<config_id>/history")
+@requires("system.manage_settings")
+def config_history(config_id: str):  # noqa: ANN201
+    cursor, limit = page_params()
+    with transaction(services().read_engine) as session:
+        items = configs.config_history(session, _config_id(config_id), int_cursor(cursor),
+                                       limit + 1)
+    return json_response(page(items, limit, key=lambda h: h["version"]))

@@ -1,0 +1,117 @@
+"""``docnum up``: run the API, the shard workers, the maintenance worker and beat together.
+
+Each child is restarted with backoff when it dies; Ctrl-C or SIGTERM stops them all. If one
+child keeps crashing (``MAX_RESTARTS`` within ``RESTART_WINDOW_S``) everything stops and the
+supervisor exits non-zero, so a broken deployment is loud rather than flapping forever.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("docnum.up")
+
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+STOP_GRACE_S = 15.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen | None = None
+    restarts: list[float] = field(default_factory=list)
+    next_start: float = 0.0
+
+    def start(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(self.argv, env=env)
+        log.info("started %s (pid %d)", self.name, self.process.pid)
+
+
+class Supervisor:
+    def __init__(self, children: list[Child], env: dict[str, str]) -> None:
+        self.children = children
+        self.env = env
+        self.stopping = False
+
+    def _on_signal(self, signum, _frame) -> None:  # noqa: ANN001
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        for child in self.children:
+            child.start(self.env)
+        exit_code = 0
+        while not self.stopping:
+            time.sleep(0.2)
+            now = time.monotonic()
+            for child in self.children:
+                if child.process is None:
+                    if now >= child.next_start and not self.stopping:
+                        child.start(self.env)
+                    continue
+                code = child.process.poll()
+                if code is None:
+                    continue
+                child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
+                child.restarts.append(now)
+                if len(child.restarts) > MAX_RESTARTS:
+                    log.error("%s exited with %s and keeps crashing (%d times in %.0fs); giving up",
+                              child.name, code, len(child.restarts), RESTART_WINDOW_S)
+                    self.stopping, exit_code = True, 1
+                    break
+                delay = min(0.5 * 2 ** (len(child.restarts) - 1), 10.0)
+                log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
+                child.process, child.next_start = None, now + delay
+        self.stop_all()
+        return exit_code
+
+    def stop_all(self) -> None:
+        running = [c for c in self.children if c.process and c.process.poll() is None]
+        for child in running:
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in running:
+            try:
+                child.process.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", child.name)
+                child.process.kill()
+                child.process.wait()
+        log.info("all stopped")
+
+
+def shard_groups(shards: int, processes: int) -> list[list[int]]:
+    """Spread shards over worker processes; every shard lands in exactly one group."""
+    processes = max(1, min(processes, shards))
+    return [list(range(i, shards, processes)) for i in range(processes)]
+
+
+def docnum_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli.main", *args]
+
+
+def build_children(shards: int, worker_processes: int, with_beat: bool = True) -> list[Child]:
+    children = [Child("api", docnum_argv("api"))]
+    for group in shard_groups(shards, worker_processes):
+        label = ",".join(map(str, group))
+        children.append(Child(f"worker[{label}]", docnum_argv("worker", "--shards", label)))
+    children.append(Child("maintenance", docnum_argv("worker", "--maintenance")))
+    if with_beat:
+        children.append(Child("beat", docnum_argv("beat")))
+    return children
+
+
+def run_up(shards: int, worker_processes: int, metrics_dir: str) -> int:
+    env = dict(os.environ)
+    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    supervisor = Supervisor(build_children(shards, worker_processes), env)
+    return supervisor.run()

@@ -1,0 +1,335 @@
+"""How a number is allocated: the one function the shard workers and the DB-only path both call.
+
+``allocate_numbers`` serves a list of requests that share one counter key in ONE transaction:
+
+1. lock the counter row (``SELECT … FOR UPDATE``; created by upsert on first use, so the
+   first-use race cannot fail),
+2. find requests already served (a redelivered message or a retried Idempotency-Key) and
+   answer them with the number they already have,
+3. give every other request the next sequence, refusing those over the ``{SEQ:n}`` capacity,
+   too long, or colliding with a number another template of the project already rendered —
+   a refused request consumes nothing,
+4. insert the ledger rows and one audit row per request, advance the counter, commit.
+
+Correctness lives here, in the database: the row lock serialises a counter even if two
+consumers ever serve one queue, and the unique keys (number per project, counter+sequence,
+request id) make a duplicate impossible rather than unlikely.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from shared import metrics, templates
+from shared.clock import Clock, iso, to_db
+from shared.db import is_retryable, is_unreachable, service_busy, transaction
+from shared.errors import DocnumError
+from shared.issuing import AllocationRequest
+from shared.models import AuditRow, Counter, IssuedNumber
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass
+class Outcome:
+    """What became of one request: a number, or an error with a stable code."""
+
+    request_id: str
+    number: dict | None = None
+    error: DocnumError | None = None
+    replayed: bool = False          # the number was issued by an earlier delivery of this request
+    lock_wait_ms: int = 0
+    retry_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_result(self) -> dict:
+        if self.error is None:
+            return {"ok": True, "number": self.number}
+        return {"ok": False, "error": self.error.to_dict()}
+
+
+@dataclass
+class _Plan:
+    request: AllocationRequest
+    sequence: int | None = None
+    number: str | None = None
+    error: DocnumError | None = None
+    existing: IssuedNumber | None = None
+    duplicate_of: "_Plan | None" = None
+    extra: dict = field(default_factory=dict)
+
+
+def allocate_numbers(engine: Engine, counter_key: str, requests: list[AllocationRequest], *,
+                     clock: Clock, reservation_ttl: int = 300,
+                     fallback_used: str = "NONE") -> list[Outcome]:
+    """Allocate numbers for ``requests`` (all on ``counter_key``) in one transaction.
+
+    Returns one Outcome per request, in order. Raises ``DocnumError(SERVICE_BUSY)`` only when
+    the database cannot be reached (nothing was written); every other failure is per request.
+    """
+    if any(r.counter_key != counter_key for r in requests):
+        raise ValueError("allocate_numbers serves one counter key per call")
+    if not requests:
+        return []
+    project = requests[0].context.project
+    ctype = requests[0].context.correspondence_type or ""
+    started = time.perf_counter()
+    attempt = 0
+    while True:
+        metrics.lock_acquisition_total.labels(project, ctype).inc()
+        try:
+            with transaction(engine) as session:
+                return _allocate_once(session, counter_key, requests, clock=clock,
+                                      reservation_ttl=reservation_ttl,
+                                      fallback_used=fallback_used, retry_count=attempt,
+                                      started=started)
+        except IntegrityError as exc:
+            # Another counter key of the project committed the same text between our check
+            # and our insert (or a second consumer served the same request): look again.
+            reason = "conflict"
+            error: Exception = exc
+        except DBAPIError as exc:
+            if is_unreachable(exc):
+                metrics.lock_acquisition_failures.labels(project, ctype, "db_unavailable").inc()
+                raise service_busy() from exc
+            if not is_retryable(exc):
+                raise
+            reason = "deadlock" if "1213" in str(exc.orig) else "timeout"
+            error = exc
+        metrics.lock_acquisition_failures.labels(project, ctype, reason).inc()
+        attempt += 1
+        if attempt >= MAX_ATTEMPTS:
+            log.error("allocation on %s failed after %d attempts: %s", counter_key, attempt, error)
+            raise DocnumError("SERVICE_BUSY", "the counter is too contended; try again shortly",
+                              retry_after=2) from error
+        time.sleep(min(0.05 * 2 ** attempt, 1.0))
+
+
+def _lock_counter(session: Session, counter_key: str, project: str, start: int,
+                  capacity: int, now) -> int:  # noqa: ANN001
+    """Lock the counter row and return its last sequence, creating the row on first use."""
+    query = select(Counter.last_sequence).where(Counter.counter_key == counter_key).with_for_update()
+    last = session.scalar(query)
+    if last is not None:
+        return last
+    values = dict(counter_key=counter_key, project=project, last_sequence=start - 1,
+                  capacity=capacity, updated_at=now)
+    dialect = session.get_bind().dialect.name
+    if dialect in ("mysql", "mariadb"):
+        stmt = mysql.insert(Counter).values(**values)
+        stmt = stmt.on_duplicate_key_update(counter_key=stmt.inserted.counter_key)
+    else:
+        stmt = sqlite.insert(Counter).values(**values).on_conflict_do_nothing()
+    session.execute(stmt)
+    return session.scalar(query)
+
+
+def _allocate_once(session: Session, counter_key: str, requests: list[AllocationRequest], *,
+                   clock: Clock, reservation_ttl: int, fallback_used: str, retry_count: int,
+                   started: float) -> list[Outcome]:
+    now = clock.now()
+    now_db = to_db(now)
+    first = requests[0]
+    project = first.context.project
+    ctype = first.context.correspondence_type or ""
+
+    lock_started = time.perf_counter()
+    last = _lock_counter(session, counter_key, project, first.config.sequence_start,
+                         first.config.parsed.capacity, now_db)
+    lock_wait_ms = int((time.perf_counter() - lock_started) * 1000)
+    metrics.lock_acquisition_duration.labels(project, ctype).observe(lock_wait_ms)
+
+    # Requests already served: the ledger's unique request id is the idempotency guard.
+    ids = list({r.request_id for r in requests})
+    existing = {row.request_id: row for row in session.scalars(
+        select(IssuedNumber).where(IssuedNumber.request_id.in_(ids)))}
+
+    plans: list[_Plan] = []
+    seen: dict[str, _Plan] = {}
+    for request in requests:
+        plan = _Plan(request)
+        if request.request_id in seen:             # the same request twice in one batch
+            plan.duplicate_of = seen[request.request_id]
+        elif request.request_id in existing:
+            row = existing[request.request_id]
+            if request.fingerprint and row.idempotency_fingerprint not in (None,
+                                                                          request.fingerprint):
+                plan.error = DocnumError("IDEMPOTENCY_KEY_REUSED",
+                                         "this Idempotency-Key was used with a different body")
+            else:
+                plan.existing = row
+        seen.setdefault(request.request_id, plan)
+        plans.append(plan)
+
+    last = _assign_sequences(session, project, plans, last)
+
+    outcomes = _write(session, counter_key, plans, now=now, reservation_ttl=reservation_ttl,
+                      fallback_used=fallback_used, retry_count=retry_count,
+                      lock_wait_ms=lock_wait_ms, started=started)
+    session.execute(update(Counter).where(Counter.counter_key == counter_key).values(
+        last_sequence=last, capacity=first.config.parsed.capacity, updated_at=now_db))
+    return outcomes
+
+
+def _assign_sequences(session: Session, project: str, plans: list[_Plan], last: int) -> int:
+    """Give each new request the next sequence; returns the counter's new last sequence.
+
+    A request that cannot be numbered (capacity, length, collision) is refused and its
+    sequence goes to the next request, so the counter stays contiguous.
+    """
+    todo = [p for p in plans if p.duplicate_of is None and p.existing is None and p.error is None]
+    while True:
+        sequence = last
+        for plan in todo:
+            plan.sequence = plan.number = None
+            if plan.error is not None and plan.error.code == "DUPLICATE_NUMBER":
+                continue  # refused for good; other refusals are re-judged at the new sequence
+            plan.error = None
+            request = plan.request
+            parsed = request.config.parsed
+            candidate = sequence + 1
+            if candidate > parsed.capacity:
+                plan.error = DocnumError(
+                    "SEQUENCE_EXHAUSTED",
+                    f"counter {request.counter_key} has reached {parsed.capacity}, the most "
+                    f"{request.config.template} can render; nothing was consumed")
+                continue
+            try:
+                number = templates.render_number(parsed, request.context, candidate, request.day,
+                                                 request.config.fiscal_year_start_month)
+                templates.check_number_length(number)
+            except DocnumError as exc:
+                plan.error = exc
+                continue
+            plan.sequence, plan.number = candidate, number
+            sequence = candidate
+        collided = _first_collision(session, project, [p for p in todo if p.number])
+        if collided is None:
+            return sequence
+        metrics.duplicate_collisions.labels(project).inc()
+        log.warning("DUPLICATE_NUMBER: %s already exists in project %s (counter %s); refused",
+                    collided.number, project, collided.request.counter_key)
+        collided.error = DocnumError(
+            "DUPLICATE_NUMBER", f"{collided.number} was already issued in project {project} "
+                                "by another template; the counter did not advance")
+
+
+def _first_collision(session: Session, project: str, plans: list[_Plan]) -> _Plan | None:
+    if not plans:
+        return None
+    numbers = [p.number for p in plans]
+    taken = set(session.scalars(select(IssuedNumber.document_number).where(
+        IssuedNumber.project == project, IssuedNumber.document_number.in_(numbers))))
+    in_batch: set[str] = set()
+    for plan in plans:
+        if plan.number in taken or plan.number in in_batch:
+            return plan
+        in_batch.add(plan.number)
+    return None
+
+
+def _write(session: Session, counter_key: str, plans: list[_Plan], *, now, reservation_ttl: int,
+           fallback_used: str, retry_count: int, lock_wait_ms: int,
+           started: float) -> list[Outcome]:  # noqa: ANN001
+    from shared.ledger import issued_number
+
+    now_db = to_db(now)
+    ledger_rows: list[dict] = []
+    audit_rows: list[dict] = []
+    outcomes: dict[int, Outcome] = {}
+    for index, plan in enumerate(plans):
+        if plan.duplicate_of is not None:
+            continue
+        request = plan.request
+        outcome = Outcome(request.request_id, lock_wait_ms=lock_wait_ms, retry_count=retry_count)
+        outcomes[index] = outcome
+        if plan.existing is not None:
+            outcome.number, outcome.replayed = issued_number(plan.existing), True
+            continue
+        reserve = request.mode == "reserve"
+        operation = "RESERVE" if reserve else "GENERATE"
+        audit = dict(operation=operation, actor=request.actor, client_ip=request.client_ip,
+                     user_agent=request.user_agent, request_id=request.request_id,
+                     counter_key=counter_key, lock_wait_ms=lock_wait_ms,
+                     retry_count=retry_count, fallback_used=fallback_used, created_at=now_db)
+        if plan.error is not None:
+            outcome.error = plan.error
+            audit_rows.append(dict(audit, document_number=plan.number, before=None,
+                                   after={"context": request.context.to_dict()},
+                                   success=False, error_code=plan.error.code))
+            continue
+        ctx = request.context
+        token = uuid.uuid4().hex if reserve else None
+        expires = now + timedelta(seconds=reservation_ttl) if reserve else None
+        row = dict(
+            document_number=plan.number, project=ctx.project, counter_key=counter_key,
+            sequence=plan.sequence, state="RESERVED" if reserve else "CONFIRMED",
+            source="RESERVE" if reserve else "GENERATE", config_id=request.config.id,
+            config_version=request.config.version, template=request.config.template,
+            correspondence_type=ctx.correspondence_type, originator=ctx.originator,
+            recipient=ctx.recipient, sub_type=ctx.sub_type, rfa_type=ctx.rfa_type,
+            discipline=ctx.discipline, revision=ctx.revision, document_date=ctx.document_date,
+            document_ref=ctx.document_ref, request_id=request.request_id,
+            idempotency_client=request.actor if request.idempotency_key else None,
+            idempotency_key=request.idempotency_key,
+            idempotency_fingerprint=request.fingerprint, issued_by=request.actor,
+            issued_at=now_db, reservation_token=token,
+            reservation_expires_at=to_db(expires) if expires else None)
+        ledger_rows.append(row)
+        outcome.number = issued_number(IssuedNumber(**row))
+        audit_rows.append(dict(audit, document_number=plan.number,
+                               before={"last_sequence": plan.sequence - 1},
+                               after={"last_sequence": plan.sequence, "state": row["state"],
+                                      "context": ctx.to_dict(),
+                                      "config_version": request.config.version},
+                               success=True, error_code=None))
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    for audit in audit_rows:
+        audit["duration_ms"] = duration_ms
+    if ledger_rows:
+        session.execute(insert(IssuedNumber), ledger_rows)
+    if audit_rows:
+        session.execute(insert(AuditRow), audit_rows)
+    result: list[Outcome] = []
+    first_for: dict[str, Outcome] = {}
+    for index, plan in enumerate(plans):
+        if plan.duplicate_of is None:
+            result.append(outcomes[index])
+            first_for.setdefault(plan.request.request_id, outcomes[index])
+        else:
+            result.append(first_for[plan.request.request_id])
+    return result
+
+
+def record_failures(engine: Engine, requests: list[AllocationRequest], error: DocnumError, *,
+                    clock: Clock, fallback_used: str = "NONE") -> None:
+    """Best effort: an audit row for requests that failed outside the allocation transaction."""
+    now_db = to_db(clock.now())
+    rows = [dict(operation="RESERVE" if r.mode == "reserve" else "GENERATE", actor=r.actor,
+                 client_ip=r.client_ip, user_agent=r.user_agent, request_id=r.request_id,
+                 counter_key=r.counter_key, document_number=None, before=None,
+                 after={"context": r.context.to_dict()}, retry_count=0,
+                 fallback_used=fallback_used, success=False, error_code=error.code,
+                 created_at=now_db) for r in requests]
+    try:
+        with transaction(engine) as session:
+            session.execute(insert(AuditRow), rows)
+    except DBAPIError:
+        log.warning("could not record %d failed requests (%s)", len(rows), error.code)
+
+
+__all__ = ["Outcome", "allocate_numbers", "iso", "record_failures"]

@@ -1,0 +1,44 @@
+"""Writing audit rows for operations outside the allocator (config, catalog, lifecycle, admin)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from shared.clock import to_db
+from shared.models import AuditRow
+
+OPERATIONS = ("GENERATE", "RESERVE", "CONFIRM", "CANCEL", "EXPIRE", "VOID", "REPLACE",
+              "MANUAL_OVERRIDE", "IMPORT", "CONFIG_CREATE", "CONFIG_UPDATE", "CATALOG_CHANGE",
+              "RESET_REQUEST", "RESET_APPROVE", "RESET_EXECUTE")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it and from where: the audit columns every operation carries."""
+
+    sub: str
+    client_ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+
+
+SYSTEM = Actor("system:maintenance")
+
+
+def write_audit(session: Session, operation: str, actor: Actor, now: datetime, *,
+                counter_key: str | None = None, document_number: str | None = None,
+                before: dict | None = None, after: dict | None = None, success: bool = True,
+                error_code: str | None = None, duration_ms: int | None = None,
+                lock_wait_ms: int | None = None, fallback_used: str = "NONE") -> None:
+    if operation not in OPERATIONS:
+        raise ValueError(f"unknown audit operation {operation!r}")
+    session.execute(insert(AuditRow).values(
+        operation=operation, actor=actor.sub, client_ip=actor.client_ip,
+        user_agent=(actor.user_agent or "")[:255] or None, request_id=actor.request_id,
+        counter_key=counter_key, document_number=document_number, before=before, after=after,
+        lock_wait_ms=lock_wait_ms, duration_ms=duration_ms, retry_count=0,
+        fallback_used=fallback_used, success=success, error_code=error_code,
+        created_at=to_db(now)))

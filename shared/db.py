@@ -1,0 +1,118 @@
+"""Engines and transactions for MariaDB (production) and SQLite (embedded default)."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.errors import DocnumError
+
+# MariaDB error numbers that mean "try the transaction again" (deadlock, lock wait timeout).
+RETRYABLE_MYSQL_ERRORS = {1213, 1205}
+# ... and those that mean "the database is not reachable right now".
+UNREACHABLE_MYSQL_ERRORS = {2002, 2003, 2005, 2006, 2013, 2055, 1040, 1053, 1927, 4031}
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit transactions defer it).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        # SQLite has no SELECT ... FOR UPDATE: take the write lock at BEGIN instead, so the
+        # counter read-advance-write is serialised exactly like the MariaDB row lock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_timeout=30)
+        _configure_sqlite(engine)
+        return engine
+    connect_args = {}
+    if url.startswith(("mysql", "mariadb")):
+        connect_args = {"connect_timeout": 5, "charset": "utf8mb4"}
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_timeout=10,
+        pool_recycle=3600,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+
+
+def get_engine(url: str) -> Engine:
+    """One engine (and pool) per URL per process."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Drop pooled connections, e.g. after fork or when a test swaps the database."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def mysql_error_number(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", None)
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and mysql_error_number(exc) in RETRYABLE_MYSQL_ERRORS
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    number = mysql_error_number(exc)
+    if number in UNREACHABLE_MYSQL_ERRORS:
+        return True
+    return isinstance(exc, OperationalError) and number is None and "unable to open" in str(exc)
+
+
+def service_busy(retry_after: int = 5) -> DocnumError:
+    return DocnumError("SERVICE_BUSY", "the database cannot be reached; try again shortly",
+                       retry_after=retry_after)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """A session inside one transaction: commit on success, roll back on any error."""
+    session = Session(engine, expire_on_commit=False)
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.close()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

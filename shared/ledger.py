@@ -1,0 +1,62 @@
+"""Reading the ledger: the issued-number object of SPEC §5, and lookups by request and number."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.clock import iso
+from shared.models import AuditRow, IssuedNumber
+
+STATES = ("RESERVED", "CONFIRMED", "CANCELLED", "EXPIRED", "VOID")
+SOURCES = ("GENERATE", "RESERVE", "MANUAL", "IMPORT", "REPLACE")
+
+
+def issued_number(row: IssuedNumber) -> dict:
+    """The issued-number object, identical whether it comes from a worker or from the database."""
+    out = {
+        "document_number": row.document_number,
+        "sequence": row.sequence,
+        "state": row.state,
+        "source": row.source,
+        "counter_key": row.counter_key,
+        "config_id": row.config_id,
+        "config_version": row.config_version,
+        "document_date": row.document_date.isoformat() if row.document_date else None,
+        "issued_at": iso(row.issued_at),
+        "request_id": row.request_id,
+    }
+    if row.document_ref:
+        out["document_ref"] = row.document_ref
+    if row.reservation_token:
+        out["reservation"] = {"token": row.reservation_token,
+                              "expires_at": iso(row.reservation_expires_at)}
+    return out
+
+
+def by_request_id(session: Session, request_id: str) -> IssuedNumber | None:
+    return session.scalar(select(IssuedNumber).where(IssuedNumber.request_id == request_id))
+
+
+def by_number(session: Session, document_number: str) -> list[IssuedNumber]:
+    """A number is unique per project; the same text may exist in two projects."""
+    return list(session.scalars(select(IssuedNumber)
+                                .where(IssuedNumber.document_number == document_number)
+                                .order_by(IssuedNumber.id)))
+
+
+def failed_request(session: Session, request_id: str) -> AuditRow | None:
+    """The audit row of a request that was refused by the allocator (no ledger row exists)."""
+    return session.scalar(select(AuditRow).where(AuditRow.request_id == request_id,
+                                                 AuditRow.success.is_(False))
+                          .order_by(AuditRow.id.desc()).limit(1))
+
+
+def audit_dict(row) -> dict:  # noqa: ANN001 - AuditRow or AuditArchiveRow
+    return {"id": row.id, "operation": row.operation, "actor": row.actor,
+            "client_ip": row.client_ip, "user_agent": row.user_agent,
+            "request_id": row.request_id, "counter_key": row.counter_key,
+            "document_number": row.document_number, "before": row.before, "after": row.after,
+            "lock_wait_ms": row.lock_wait_ms, "duration_ms": row.duration_ms,
+            "retry_count": row.retry_count, "fallback_used": row.fallback_used,
+            "success": bool(row.success), "error_code": row.error_code,
+            "created_at": iso(row.created_at)}

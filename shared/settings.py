@@ -1,0 +1,125 @@
+"""Typed settings, read from ``DOCNUM_*`` environment variables in this one place (SPEC §7).
+
+With nothing set, docnum runs on an embedded default that needs no server: a SQLite database and
+a SQL-backed Celery broker under ``./var/``, and a JWT secret generated once into ``./var/``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    database_url: str
+    database_replica_url: str | None
+    broker_url: str
+    result_backend: str
+    redis_sentinel_master: str | None
+    jwt_secret: str
+    jwt_public_key: str | None
+    jwt_issuer: str | None
+    timezone: str
+    host: str
+    port: int
+    queue_shards: int
+    reservation_ttl: int
+    idempotency_ttl: int
+    rate_limit_user: str
+    rate_limit_ip: str
+    flower_basic_auth: str | None
+    flower_address: str
+    flower_port: int
+    visibility_timeout: int = 45
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the serverless default (SQLite + SQL broker)."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.broker_url.startswith(("redis://", "rediss://", "sentinel://"))
+
+    def with_overrides(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+def _jwt_secret(env: dict[str, str], var_dir: Path) -> str:
+    if env.get("DOCNUM_JWT_SECRET"):
+        return env["DOCNUM_JWT_SECRET"]
+    # Generated once so that `docnum token` and the API agree without any setup.
+    path = var_dir / "jwt_secret"
+    if path.exists():
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(secret)
+    os.chmod(tmp, 0o600)
+    try:
+        os.link(tmp, path)  # atomic "create if absent": two processes agree on one secret
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    var_dir = Path(env.get("DOCNUM_VAR_DIR") or "var").resolve()
+    db_url = env.get("DOCNUM_DATABASE_URL") or f"sqlite:///{var_dir / 'docnum.sqlite'}"
+    broker = env.get("DOCNUM_BROKER_URL") or f"sqla+sqlite:///{var_dir / 'broker.sqlite'}"
+    backend = env.get("DOCNUM_RESULT_BACKEND") or (
+        broker if broker.startswith(("redis://", "sentinel://")) else
+        f"db+sqlite:///{var_dir / 'results.sqlite'}"
+    )
+    if db_url.startswith("sqlite") or broker.startswith("sqla+"):
+        var_dir.mkdir(parents=True, exist_ok=True)
+    shards = _int(env, "DOCNUM_QUEUE_SHARDS", 8)
+    if not 1 <= shards <= 256:
+        raise ValueError("DOCNUM_QUEUE_SHARDS must be between 1 and 256")
+    return Settings(
+        var_dir=var_dir,
+        database_url=db_url,
+        database_replica_url=env.get("DOCNUM_DATABASE_REPLICA_URL") or None,
+        broker_url=broker,
+        result_backend=backend,
+        redis_sentinel_master=env.get("DOCNUM_REDIS_SENTINEL_MASTER") or None,
+        jwt_secret=_jwt_secret(env, var_dir),
+        jwt_public_key=env.get("DOCNUM_JWT_PUBLIC_KEY") or None,
+        jwt_issuer=env.get("DOCNUM_JWT_ISSUER") or None,
+        timezone=env.get("DOCNUM_TIMEZONE") or "Asia/Bangkok",
+        host=env.get("DOCNUM_HOST") or "127.0.0.1",
+        port=_int(env, "DOCNUM_PORT", 8000),
+        queue_shards=shards,
+        reservation_ttl=_int(env, "DOCNUM_RESERVATION_TTL", 300),
+        idempotency_ttl=_int(env, "DOCNUM_IDEMPOTENCY_TTL", 86400),
+        rate_limit_user=env.get("DOCNUM_RATE_LIMIT_USER") or "10/minute",
+        rate_limit_ip=env.get("DOCNUM_RATE_LIMIT_IP") or "50/minute",
+        flower_basic_auth=env.get("DOCNUM_FLOWER_BASIC_AUTH") or None,
+        flower_address=env.get("DOCNUM_FLOWER_ADDRESS") or "127.0.0.1",
+        flower_port=_int(env, "DOCNUM_FLOWER_PORT", 5555),
+        visibility_timeout=_int(env, "DOCNUM_VISIBILITY_TIMEOUT", 45),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,249 @@
+"""Fixtures: a private MariaDB database and Redis DBs per test session, the real Celery worker
+(in a thread) and the Flask app, plus helpers to mint tokens and seed the catalog.
+
+``DOCNUM_TEST_DATABASE_URL`` (a MariaDB server URL) and ``DOCNUM_TEST_REDIS_URL`` come from
+``./scripts/test``; each session creates its own database ``docnum_t_<random>`` and drops it.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from shared.auth import PERMISSIONS, mint_token
+from shared.settings import Settings, load_settings
+
+pytest_plugins = ("celery.contrib.pytest",)
+
+ALL_PERMS = list(PERMISSIONS)
+JWT_SECRET = "test-secret-" + "x" * 40
+TABLES = ("reset_approvals", "reset_requests", "config_history", "document_numbers",
+          "audit_log", "audit_log_archive", "counters", "numbering_configs", "catalog_entries",
+          "maintenance_locks", "request_registry")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05,
+             message: str = "condition") -> object:
+    """Poll until ``predicate`` returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def server_db_url() -> str:
+    return os.environ.get("DOCNUM_TEST_DATABASE_URL",
+                          "mysql+mysqldb://root@127.0.0.1:3306/test?charset=utf8mb4")
+
+
+@pytest.fixture(scope="session")
+def redis_base_url() -> str:
+    return os.environ.get("DOCNUM_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def database_url(server_db_url: str) -> Iterator[str]:
+    """A fresh MariaDB database for this session, migrated to head."""
+    from shared.migrate import upgrade
+
+    name = f"docnum_t_{secrets.token_hex(4)}"
+    admin = create_engine(server_db_url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    url = make_url(server_db_url).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    from shared.db import dispose_engines
+
+    dispose_engines()
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_dbs(redis_base_url: str) -> Iterator[tuple[str, str]]:
+    """Broker on DB 13, results on DB 14: emptied before and after the session."""
+    broker, backend = f"{redis_base_url}/13", f"{redis_base_url}/14"
+    for url in (broker, backend):
+        redis_lib.Redis.from_url(url).flushdb()
+    yield broker, backend
+    for url in (broker, backend):
+        redis_lib.Redis.from_url(url).flushdb()
+
+
+def make_settings(database_url: str, broker: str, backend: str, var_dir: Path,
+                  **extra: str) -> Settings:
+    env = {"DOCNUM_DATABASE_URL": database_url, "DOCNUM_BROKER_URL": broker,
+           "DOCNUM_RESULT_BACKEND": backend, "DOCNUM_JWT_SECRET": JWT_SECRET,
+           "DOCNUM_VAR_DIR": str(var_dir), "DOCNUM_QUEUE_SHARDS": "4",
+           "DOCNUM_VISIBILITY_TIMEOUT": "5", **extra}
+    return load_settings(env)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_dbs: tuple[str, str],
+             tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(database_url, *redis_dbs, tmp_path_factory.mktemp("var"))
+
+
+@pytest.fixture(scope="session")
+def celery_session_app(settings: Settings):  # noqa: ANN201 - overrides the contrib fixture
+    from workers.celery_app import make_celery
+
+    app = make_celery(settings)
+    app.set_current()
+    yield app
+
+
+@pytest.fixture(scope="session")
+def celery_session_worker(celery_session_app, settings: Settings):  # noqa: ANN001, ANN201
+    """The real worker, in a thread, consuming every shard queue (celery.contrib.testing)."""
+    from celery.contrib.testing.worker import start_worker
+
+    from shared.routing import MAINTENANCE_QUEUE, all_shard_queues
+
+    queues = ",".join(all_shard_queues(settings.queue_shards) + [MAINTENANCE_QUEUE])
+    with start_worker(celery_session_app, pool="solo", concurrency=1, queues=queues,
+                      perform_ping_check=False, shutdown_timeout=30) as worker:
+        yield worker
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, celery_session_app, celery_session_worker):  # noqa: ANN001, ANN201
+    from api.app import create_app
+
+    flask_app = create_app(settings, celery=celery_session_app)
+    flask_app.testing = True
+    return flask_app
+
+
+@pytest.fixture
+def client(app):  # noqa: ANN001, ANN201
+    return app.test_client()
+
+
+@pytest.fixture
+def engine(database_url: str):  # noqa: ANN201
+    from shared.db import get_engine
+
+    return get_engine(database_url)
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Empty every table (and the request store) before each test that uses the database."""
+    if "database_url" not in request.fixturenames:
+        yield
+        return
+    engine = request.getfixturevalue("engine")
+    with engine.begin() as conn:
+        conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
+        for table in TABLES:
+            conn.execute(text(f"DELETE FROM `{table}`"))
+        conn.execute(text("SET FOREIGN_KEY_CHECKS=1"))
+    if "redis_dbs" in request.fixturenames:
+        _, backend = request.getfixturevalue("redis_dbs")
+        redis_lib.Redis.from_url(backend).flushdb()
+    yield
+
+
+@pytest.fixture
+def token(settings: Settings) -> Callable[..., str]:
+    def make(sub: str = "alice", perms: list[str] | None = None,
+             roles: list[str] | None = None, ttl: int = 3600) -> str:
+        return mint_token(settings, sub, ALL_PERMS if perms is None else perms, roles or [], ttl)
+
+    return make
+
+
+@pytest.fixture
+def auth(token) -> Callable[..., dict]:  # noqa: ANN001
+    """Headers for a user: ``auth()`` has every permission; ``auth(perms=[...])`` fewer."""
+
+    def headers(sub: str = "alice", perms: list[str] | None = None,
+                roles: list[str] | None = None, key: str | None = None,
+                **extra: str) -> dict:
+        out = {"Authorization": f"Bearer {token(sub, perms, roles)}"}
+        out["Idempotency-Key"] = key or uuid.uuid4().hex
+        out.update(extra)
+        return out
+
+    return headers
+
+
+CATALOG = {
+    "project": ["LCBP3", "P2"],
+    "organization": ["คคง.", "สคฉ.3", "ผรม.1", "TEAM-A", "TEAM-B"],
+    "correspondence_type": ["LETTER", "MEMO", "RFI", "RFA", "TRANSMITTAL"],
+    "sub_type": ["21"],
+    "rfa_type": ["RPT"],
+    "discipline": ["TER", "STR"],
+}
+LETTER_TEMPLATE = "{ORIGINATOR}-{RECIPIENT}-{SEQ:4}-{YEAR:B.E.}"
+VECTOR_CONFIGS = {
+    "LETTER": (LETTER_TEMPLATE, "YEARLY"),
+    "MEMO": (LETTER_TEMPLATE, "YEARLY"),
+    "RFI": ("{PROJECT}-{ORIGINATOR}-{RECIPIENT}-{CORR_TYPE}-{SEQ:4}-{YY:B.E.}", "YEARLY"),
+    "RFA": ("{PROJECT}-{CORR_TYPE}-{DISCIPLINE}-{RFA_TYPE}-{SEQ:4}-{REV}", "NONE"),
+    "TRANSMITTAL": ("{ORIGINATOR}-{RECIPIENT}-{SUB_TYPE}-{SEQ:4}-{YEAR:B.E.}", "YEARLY"),
+}
+
+
+@pytest.fixture
+def seed(engine) -> Callable[..., dict[str, int]]:  # noqa: ANN001
+    """Load the test catalog and the SPEC vector configs straight through the services."""
+    from shared.catalog import put_entry
+    from shared.clock import SystemClock
+    from shared.configs import create_config
+    from shared.db import transaction
+
+    def run(configs: dict[str, tuple[str, str]] | None = None,
+            project: str = "LCBP3") -> dict[str, int]:
+        now = SystemClock().now()
+        ids: dict[str, int] = {}
+        with transaction(engine) as session:
+            for kind, codes in CATALOG.items():
+                for code in codes:
+                    put_entry(session, kind, code, f"{kind} {code}", True, now)
+            for ctype, (template, reset) in (configs or VECTOR_CONFIGS).items():
+                body = {"project": project, "correspondence_type": ctype, "template": template,
+                        "reset": reset}
+                ids[ctype] = create_config(session, body, "seed", now).id
+        return ids
+
+    return run
+
+
+def letter(**overrides: object) -> dict:
+    body = {"project": "LCBP3", "correspondence_type": "LETTER", "originator": "คคง.",
+            "recipient": "สคฉ.3", "document_date": "2025-06-15"}
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[str]:  # noqa: ANN001
+    """The app on a real loopback HTTP server (threaded werkzeug) for concurrency tests."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
