@@ -9,7 +9,7 @@ from kombu import Queue
 
 from shared.routing import MAINTENANCE_QUEUE, all_shard_queues
 from shared.settings import Settings, get_settings
-from workers import embedded
+from workers import embedded, maintenance
 
 # A SIGKILLed worker's unacknowledged messages go back to their queue once they are older than
 # DOCNUM_VISIBILITY_TIMEOUT (default 45 s); every live worker sweeps for them every
@@ -65,7 +65,7 @@ def celery_config(settings: Settings) -> dict:
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
-        "beat_schedule": {},
+        "beat_schedule": maintenance.beat_schedule(),
     }
 
 
@@ -78,6 +78,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     from workers import tasks
 
     tasks.register(celery)
+    maintenance.register(celery)
     return celery
 
 
