@@ -77,6 +77,11 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.extensions["docnum"] = build_services(settings, celery, clock)
+    if settings.proxy_hops:
+        # Client address for audit rows and the per-IP rate limit, as nginx saw it.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)
 
     from api import routes_admin, routes_health, routes_issuing, routes_reference
 

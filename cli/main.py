@@ -37,7 +37,9 @@ def _redact(url: str) -> str:
 
 def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings()
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf",
+    # Deployments point DOCNUM_GUNICORN_CONFIG at deploy/gunicorn.conf.py (layered on ours).
+    config = os.environ.get("DOCNUM_GUNICORN_CONFIG") or "python:api.gunicorn_conf"
+    argv = [sys.executable, "-m", "gunicorn", "-c", config,
             "--bind", f"{settings.host}:{settings.port}"]
     if args.workers:
         argv += ["--workers", str(args.workers)]

@@ -45,6 +45,7 @@ class Settings:
     flower_address: str
     flower_port: int
     visibility_timeout: int = 45
+    proxy_hops: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -117,6 +118,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         flower_address=env.get("DOCNUM_FLOWER_ADDRESS") or "127.0.0.1",
         flower_port=_int(env, "DOCNUM_FLOWER_PORT", 5555),
         visibility_timeout=_int(env, "DOCNUM_VISIBILITY_TIMEOUT", 45),
+        # Reverse proxies in front of the API whose X-Forwarded-For is trusted (nginx: 1).
+        proxy_hops=_int(env, "DOCNUM_PROXY_HOPS", 0),
     )
 
 

@@ -1,0 +1,144 @@
+"""Catalog and numbering configs through the API, and ``docnum catalog load``."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from shared.db import transaction
+from shared.models import AuditRow, CatalogEntry
+from tests.conftest import letter
+
+BASE = "/api/v1/document-numbering"
+
+
+def test_catalog_put_get_list(client, auth):  # noqa: ANN001
+    headers = auth()
+    created = client.put(f"{BASE}/catalog/organization/คคง.", json={"name": "คณะกรรมการ"},
+                         headers=headers)
+    assert created.status_code == 201
+    updated = client.put(f"{BASE}/catalog/organization/คคง.",
+                         json={"name": "คณะกรรมการ", "active": False}, headers=headers)
+    assert updated.status_code == 200 and updated.json["active"] is False
+    got = client.get(f"{BASE}/catalog/organization/คคง.", headers=headers)
+    assert got.json == {"kind": "organization", "code": "คคง.", "name": "คณะกรรมการ",
+                        "active": False}
+    for code in ("A1", "A2", "A3"):
+        client.put(f"{BASE}/catalog/organization/{code}", json={"name": code}, headers=headers)
+    first = client.get(f"{BASE}/catalog/organization?limit=2", headers=headers).json
+    assert [e["code"] for e in first["items"]] == ["A1", "A2"]
+    rest = client.get(f"{BASE}/catalog/organization?limit=2&cursor={first['next_cursor']}",
+                      headers=headers).json
+    assert [e["code"] for e in rest["items"]] == ["A3", "คคง."] and rest["next_cursor"] is None
+
+
+@pytest.mark.parametrize("kind,code,status", [
+    ("colour", "RED", 404),
+    ("organization", "has space", 422),
+    ("organization", "x" * 31, 422),
+    ("organization", "zero\u200bwidth", 422),
+    ("organization", "bidi\u202eevil", 422),
+])
+def test_catalog_refuses_bad_codes(client, auth, engine, kind, code, status):  # noqa: ANN001
+    response = client.put(f"{BASE}/catalog/{kind}/{code}", json={"name": "n"}, headers=auth())
+    assert response.status_code == status, response.json
+    with transaction(engine) as session:
+        assert session.scalar(select(CatalogEntry)) is None
+
+
+def test_config_lifecycle_and_history(client, auth, seed, engine):  # noqa: ANN001
+    seed({})
+    headers = auth("admin")
+    created = client.post(f"{BASE}/configs", headers=headers, json={
+        "project": "LCBP3", "correspondence_type": "LETTER",
+        "template": "{ORIGINATOR}-{RECIPIENT}-{SEQ:4}-{YEAR:B.E.}", "reset": "YEARLY"})
+    assert created.status_code == 201, created.json
+    config = created.json
+    assert config["version"] == 1 and config["fiscal_year_start_month"] == 10
+    duplicate = client.post(f"{BASE}/configs", headers=headers, json={
+        "project": "LCBP3", "correspondence_type": "LETTER", "template": "{SEQ:4}-{YYYY}-XX",
+        "reset": "YEARLY"})
+    assert duplicate.status_code == 409
+
+    issued = client.post(f"{BASE}/generate", json=letter(), headers=auth()).json
+    no_reason = client.put(f"{BASE}/configs/{config['id']}", headers=headers,
+                           json={"template": "{ORIGINATOR}/{RECIPIENT}/{SEQ:5}/{YEAR:B.E.}"})
+    assert no_reason.status_code == 422
+    changed = client.put(f"{BASE}/configs/{config['id']}", headers=headers, json={
+        "template": "{ORIGINATOR}/{RECIPIENT}/{SEQ:5}/{YEAR:B.E.}",
+        "change_reason": "slashes requested by the client"})
+    assert changed.status_code == 200 and changed.json["version"] == 2
+    history = client.get(f"{BASE}/configs/{config['id']}/history", headers=headers).json
+    assert [(h["version"], h["template"]) for h in history["items"]] == [
+        (1, "{ORIGINATOR}-{RECIPIENT}-{SEQ:4}-{YEAR:B.E.}"),
+        (2, "{ORIGINATOR}/{RECIPIENT}/{SEQ:5}/{YEAR:B.E.}")]
+    assert history["items"][1]["change_reason"] == "slashes requested by the client"
+    assert history["items"][1]["changed_by"] == "admin"
+    # Issued numbers are untouched; new numbers use version 2. The counter key is made of the
+    # project, dimensions and period (SPEC §3.3), not the literal text, so it continues.
+    old = client.get(f"{BASE}/numbers/{issued['document_number']}", headers=auth()).json
+    assert old["config_version"] == 1 and old["document_number"] == "คคง.-สคฉ.3-0001-2568"
+    new = client.post(f"{BASE}/generate", json=letter(), headers=auth()).json
+    assert new["document_number"] == "คคง./สคฉ.3/00002/2568" and new["config_version"] == 2
+    listed = client.get(f"{BASE}/configs?project=LCBP3", headers=headers).json
+    assert [c["id"] for c in listed["items"]] == [config["id"]]
+    with transaction(engine) as session:
+        operations = session.scalars(select(AuditRow.operation).where(
+            AuditRow.operation.like("CONFIG_%")).order_by(AuditRow.id)).all()
+    assert operations == ["CONFIG_CREATE", "CONFIG_UPDATE"]
+
+
+@pytest.mark.parametrize("template,reset,rule", [
+    ("{SEQ:4}{SEQ:3}-2025-XX", "NONE", "seq_repeated"),
+    ("LETTER {SEQ:4}", "NONE", "literal_character"),
+    ("{ORIGINATOR}-{SEQ:4}", "YEARLY", "reset_needs_year"),
+    ("{YYYY}-{SEQ:4}", "MONTHLY", "reset_needs_month"),
+    ("{YYYY}-{SEQ:4}", "FISCAL_YEARLY", "reset_needs_fiscal_year"),
+    ("{FOO}-{SEQ:4}", "NONE", "unknown_token"),
+])
+def test_invalid_templates_are_refused(client, auth, seed, template, reset, rule):  # noqa: ANN001
+    seed({})
+    response = client.post(f"{BASE}/configs", headers=auth(), json={
+        "project": "LCBP3", "correspondence_type": "LETTER", "template": template,
+        "reset": reset})
+    assert response.status_code == 422
+    assert response.json["code"] == "TEMPLATE_INVALID"
+    assert response.json["rule"] == rule
+    assert rule in response.json["detail"]
+
+
+def test_project_default_config_is_used_when_no_exact_match(client, auth, seed):  # noqa: ANN001
+    seed({})
+    client.post(f"{BASE}/configs", headers=auth(), json={
+        "project": "LCBP3", "correspondence_type": None,
+        "template": "LCBP3-{CORR_TYPE}-{SEQ:5}-{YYYY}", "reset": "YEARLY"})
+    response = client.post(f"{BASE}/generate", json=letter(correspondence_type="MEMO"),
+                           headers=auth())
+    assert response.status_code == 201, response.json
+    assert response.json["document_number"] == "LCBP3-MEMO-00001-2025"
+
+
+def test_catalog_load_cli(tmp_path, settings, engine):  # noqa: ANN001
+    yaml_file = tmp_path / "catalog.yaml"
+    yaml_file.write_text("project:\n  - {code: LCBP3, name: Laem Chabang 3}\n"
+                         "organization:\n  - {code: คคง., name: คณะกรรมการ}\n"
+                         "  - {code: OLD, name: Old org, active: false}\n", encoding="utf-8")
+    csv_file = tmp_path / "catalog.csv"
+    csv_file.write_text("kind,code,name,active\ndiscipline,STR,Structural,true\n",
+                        encoding="utf-8")
+    env = {"DOCNUM_DATABASE_URL": settings.database_url, "DOCNUM_JWT_SECRET": "x" * 40,
+           "DOCNUM_VAR_DIR": str(tmp_path / "var"), "PATH": "/usr/bin:/bin"}
+    for path in (yaml_file, csv_file, yaml_file):
+        result = subprocess.run([sys.executable, "-m", "cli.main", "catalog", "load", str(path)],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    assert "3 entries read, 0 created or changed" in result.stdout  # loading again is a no-op
+    with transaction(engine) as session:
+        rows = {(r.kind, r.code): r.active for r in session.scalars(select(CatalogEntry))}
+        changes = session.scalars(select(AuditRow).where(
+            AuditRow.operation == "CATALOG_CHANGE")).all()
+    assert rows == {("project", "LCBP3"): True, ("organization", "คคง."): True,
+                    ("organization", "OLD"): False, ("discipline", "STR"): True}
+    assert len(changes) == 4
