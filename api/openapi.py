@@ -232,6 +232,182 @@ def _paths() -> dict:
     }
 
 
+ADMIN_SCHEMAS: dict = {
+    "Confirm": {
+        "type": "object", "required": ["token"],
+        "properties": {"token": {"type": "string", "maxLength": 64},
+                       "document_ref": {"type": "string", "maxLength": 255}},
+    },
+    "Cancel": {
+        "type": "object", "required": ["token", "reason"],
+        "properties": {"token": {"type": "string", "maxLength": 64},
+                       "reason": {"type": "string", "minLength": 1, "maxLength": 1000}},
+    },
+    "VoidAndReplace": {
+        "type": "object", "required": ["document_number", "reason"],
+        "properties": {
+            "document_number": {"type": "string", "maxLength": 64},
+            "project": {"type": "string", "description": "only when the number exists in "
+                                                          "several projects"},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "replace": {"type": "boolean", "default": False},
+            "context": _ref("NumberingContext"),
+        },
+    },
+    "VoidResult": {
+        "type": "object", "required": ["voided"],
+        "properties": {"voided": _ref("IssuedNumber"), "replacement": _ref("IssuedNumber")},
+    },
+    "ManualOverride": {"allOf": [_ref("NumberingContext"), {
+        "type": "object", "required": ["document_number", "reason"],
+        "properties": {"document_number": {"type": "string", "minLength": 1, "maxLength": 50},
+                       "reason": {"type": "string", "minLength": 10, "maxLength": 1000}}}]},
+    "ImportReport": {
+        "type": "object",
+        "required": ["rows", "imported", "already_imported", "errors", "counter_raises"],
+        "properties": {
+            "rows": {"type": "integer"}, "imported": {"type": "integer"},
+            "already_imported": {"type": "integer"}, "dry_run": {"type": "boolean"},
+            "errors": {"type": "array", "items": {"type": "object", "properties": {
+                "row": {"type": "integer"}, "code": {"type": "string"},
+                "message": {"type": "string"}, "field": {"type": "string"}}}},
+            "counter_raises": {"type": "array", "items": {"type": "object", "properties": {
+                "counter_key": {"type": "string"}, "from": {"type": "integer"},
+                "to": {"type": "integer"}}}},
+        },
+    },
+    "ResetCounter": {
+        "type": "object", "required": ["counter_key", "new_last_sequence", "reason"],
+        "properties": {"counter_key": {"type": "string", "maxLength": 300},
+                       "new_last_sequence": {"type": "integer", "minimum": 0},
+                       "reason": {"type": "string", "minLength": 20, "maxLength": 1000}},
+    },
+    "ResetRequest": {
+        "type": "object", "required": ["reset_request_id", "status", "approvals"],
+        "properties": {
+            "reset_request_id": {"type": "integer"},
+            "status": {"type": "string", "enum": ["PENDING_APPROVAL", "EXECUTED", "FAILED"]},
+            "config_id": {"type": "integer"}, "counter_key": {"type": "string"},
+            "new_last_sequence": {"type": "integer"}, "reason": {"type": "string"},
+            "requested_by": {"type": "string"}, "requested_at": {"type": "string"},
+            "executed_at": {"type": ["string", "null"]},
+            "approvals": {"type": "array", "items": {"type": "object", "properties": {
+                "approver": {"type": "string"}, "approved_at": {"type": "string"}}}},
+        },
+    },
+    "AuditRow": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"}, "operation": {"type": "string"},
+            "actor": {"type": ["string", "null"]}, "client_ip": {"type": ["string", "null"]},
+            "user_agent": {"type": ["string", "null"]}, "request_id": {"type": ["string", "null"]},
+            "counter_key": {"type": ["string", "null"]},
+            "document_number": {"type": ["string", "null"]},
+            "before": {"type": ["object", "null"]}, "after": {"type": ["object", "null"]},
+            "lock_wait_ms": {"type": ["integer", "null"]},
+            "duration_ms": {"type": ["integer", "null"]}, "retry_count": {"type": "integer"},
+            "fallback_used": {"type": "string", "enum": ["NONE", "DB_ONLY"]},
+            "success": {"type": "boolean"}, "error_code": {"type": ["string", "null"]},
+            "created_at": {"type": "string"},
+        },
+    },
+    "CounterRow": {
+        "type": "object", "required": ["counter_key", "last_sequence", "capacity", "utilization"],
+        "properties": {"counter_key": {"type": "string"}, "project": {"type": "string"},
+                       "last_sequence": {"type": "integer"}, "capacity": {"type": "integer"},
+                       "utilization": {"type": "number", "minimum": 0, "maximum": 1},
+                       "updated_at": {"type": "string"}},
+    },
+    "Gap": {
+        "type": "object", "required": ["counter_key", "sequence", "state", "reason"],
+        "properties": {
+            "counter_key": {"type": "string"}, "sequence": {"type": "integer"},
+            "document_number": {"type": ["string", "null"]},
+            "state": {"type": "string", "enum": ["RESERVED", "CANCELLED", "EXPIRED", "VOID",
+                                                 "MISSING"]},
+            "reason": {"type": "string"},
+        },
+    },
+}
+
+
+def _page_of(schema: str) -> dict:
+    return _json({"type": "object", "required": ["items", "next_cursor"], "properties": {
+        "items": {"type": "array", "items": _ref(schema)},
+        "next_cursor": {"type": ["string", "null"]}}})
+
+
+def _admin_paths() -> dict:
+    """Lifecycle and administration routes (issue 3)."""
+    issued = _json(_ref("IssuedNumber"))
+    reset = _json(_ref("ResetRequest"))
+    import_op = _op("Bulk import of legacy numbers (CSV or XLSX)", {
+        "200": _json(_ref("ImportReport"), "the report; a real run imported every good row")},
+        params=[_query("dry_run", {"type": "boolean", "default": False})],
+        perm="system.manage_settings")
+    import_op["requestBody"] = {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary",
+                     "description": "CSV (UTF-8) or XLSX; columns document_number, project, "
+                                    "correspondence_type, originator, recipient, sub_type, "
+                                    "rfa_type, discipline, document_date, state (optional "
+                                    "revision, document_ref)"}}}}}}
+    import_op["description"] = ("All-or-nothing: a real run with any bad row answers 422 "
+                                "VALIDATION_FAILED whose problem document carries the report "
+                                "and imports nothing. Rows already imported with identical "
+                                "content are skipped (already_imported).")
+    return {
+        f"{BASE}/confirm": {"post": _op(
+            "Confirm a reservation (idempotent)", {"200": issued}, body=_ref("Confirm"),
+            perm="correspondence.create")},
+        f"{BASE}/cancel": {"post": _op(
+            "Cancel a reservation (the number is never reused)", {"200": issued},
+            body=_ref("Cancel"), perm="correspondence.create")},
+        f"{BASE}/admin/void-and-replace": {"post": _op(
+            "Void a confirmed number, optionally issuing its replacement",
+            {"200": _json(_ref("VoidResult"))}, body=_ref("VoidAndReplace"),
+            perm="system.manage_settings")},
+        f"{BASE}/admin/manual-override": {"post": _op(
+            "Register a legacy or corrected number (source MANUAL)", {"201": issued},
+            body=_ref("ManualOverride"), perm="system.manage_settings")},
+        f"{BASE}/admin/bulk-import": {"post": import_op},
+        f"{BASE}/configs/{{config_id}}/reset-counter": {"post": _op(
+            "Request a counter reset (needs two other SUPER_ADMINs' approval)",
+            {"202": reset}, params=[_path_param("config_id")], body=_ref("ResetCounter"),
+            perm="SUPER_ADMIN")},
+        f"{BASE}/reset-requests": {"get": _op(
+            "List counter reset requests", {"200": _page_of("ResetRequest")},
+            params=[_query("status", {"type": "string", "enum": [
+                "PENDING_APPROVAL", "EXECUTED", "FAILED"]}), *PAGING], perm="SUPER_ADMIN")},
+        f"{BASE}/reset-requests/{{reset_id}}": {"get": _op(
+            "Get a counter reset request", {"200": reset}, params=[_path_param("reset_id")],
+            perm="SUPER_ADMIN")},
+        f"{BASE}/reset-requests/{{reset_id}}/approve": {"post": _op(
+            "Approve a counter reset; the second distinct approval executes it", {"200": reset},
+            params=[_path_param("reset_id")], perm="SUPER_ADMIN")},
+        f"{BASE}/audit": {"get": _op(
+            "Audit trail, newest first (archive included)", {"200": _page_of("AuditRow")},
+            params=[_query("document_number"), _query("operation"), _query("actor"),
+                    _query("counter_key"), _query("request_id"),
+                    _query("success", {"type": "boolean"}),
+                    _query("from", {"type": "string", "format": "date-time"}),
+                    _query("to", {"type": "string", "format": "date-time"}), *PAGING],
+            perm="system.view_logs")},
+        f"{BASE}/counters": {"get": _op(
+            "Counters with capacity and utilization", {"200": _page_of("CounterRow")},
+            params=[_query("project"), _query("correspondence_type"), *PAGING],
+            perm="system.manage_settings")},
+        f"{BASE}/reports/gaps": {"get": _op(
+            "Every sequence of the counters that is not CONFIRMED (or never issued)",
+            {"200": _page_of("Gap")},
+            params=[_query("project"), _query("correspondence_type"),
+                    _query("period", {"type": "string", "pattern":
+                                      "^(Y\\d{4}|M\\d{4}-\\d{2}|FY\\d{4}|ALL)$"}),
+                    _query("counter_key"), *PAGING],
+            perm="system.view_logs")},
+    }
+
+
 EXTRA_PATHS: dict = {}  # later route groups add their entries here
 
 
@@ -241,10 +417,10 @@ def openapi_document() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "docnum — document numbering", "version": "1.0.0"},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **ADMIN_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "bearerFormat": "JWT"}},
         },
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **EXTRA_PATHS},
+        "paths": {**_paths(), **_admin_paths(), **EXTRA_PATHS},
     }

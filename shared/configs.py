@@ -9,6 +9,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.audit import Actor, write_audit
 from shared.catalog import check_found_codes
 from shared.clock import from_db, iso
 from shared.errors import DocnumError, validation_failed
@@ -184,6 +185,15 @@ def update_config(session: Session, config_id: int, body: dict, actor: str,
     session.flush()
     session.add(_history(row, actor, now, reason.strip()))
     return before, _view(row)
+
+
+def update_config_audited(session: Session, config_id: int, body: dict, actor: Actor,
+                          now: datetime) -> tuple[ConfigView, ConfigView]:
+    """``update_config`` plus its ``CONFIG_UPDATE`` audit row (API and console alike)."""
+    before, after = update_config(session, config_id, body, actor.sub, now)
+    write_audit(session, "CONFIG_UPDATE", actor, now, before=before.to_dict(),
+                after=dict(after.to_dict(), change_reason=body.get("change_reason")))
+    return before, after
 
 
 def get_config(session: Session, config_id: int) -> ConfigView:
