@@ -1,15 +1,19 @@
 """Liveness, readiness, metrics and the OpenAPI document."""
 from __future__ import annotations
 
-import os
+import logging
 
 from flask import Blueprint, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.http import json_response, services
+from api.metrics_collectors import (BrokerDown, QueueDepthCollector, docnum_queues,
+                                    queue_depth_source, scrape_registry)
 from api.openapi import openapi_document
-from shared import metrics
+from shared import maintenance, metrics
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
 
@@ -29,18 +33,26 @@ def _check_database() -> bool:
 
 
 def _check_redis() -> bool | None:
-    client = services().redis
-    if client is None:
+    """Ping Redis and tell the front door what was seen; None when there is no Redis."""
+    svc = services()
+    if svc.redis is None:
         return None
     try:
-        return bool(client.ping())
+        ok = bool(svc.redis.ping())
     except Exception:  # noqa: BLE001
-        return False
+        ok = False
+    health = svc.frontdoor.health
+    if health is not None:
+        # Also sets docnum_redis_connection_status; a success ends a DB-only spell at once.
+        if ok:
+            health.mark_up()
+        else:
+            health.mark_down()
+    return ok
 
 
 @bp.get("/readyz")
 def readyz():  # noqa: ANN201
-    svc = services()
     database = _check_database()
     redis_ok = _check_redis()
     if redis_ok is None:  # embedded default: the broker and results live in SQLite files
@@ -49,28 +61,39 @@ def readyz():  # noqa: ANN201
     else:
         broker = result_backend = "ok" if redis_ok else "down"
         mode = "queue" if redis_ok else "db-fallback"
-        health = svc.frontdoor.health
-        if redis_ok:
-            health.mark_up()
-        else:
-            health.mark_down()
     body = {"database": "ok" if database else "down", "broker": broker,
             "result_backend": result_backend, "mode": mode}
     return json_response(body, 200 if database else 503)
 
 
+def _refresh_utilization() -> None:
+    """Re-read the counters table when this process's copy is older than 30 s (one thread at a
+    time; a failure keeps the previous values and is retried 30 s later)."""
+    if not metrics.sequence_utilization.claim_refresh():
+        return
+    try:
+        maintenance.refresh_utilization(services().read_engine)
+    except Exception as exc:  # noqa: BLE001 - the database may be down; the scrape goes on
+        log.info("sequence utilization not refreshed: %s", exc)
+
+
 @bp.get("/metrics")
 def metrics_endpoint():  # noqa: ANN201
-    if services().redis is not None:
-        metrics.redis_connection_status.set(1 if _check_redis() else 0)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    svc = services()
+    redis_ok = _check_redis()
+    if redis_ok is None:
+        # Embedded default: no Redis to lose; the queue lives in the SQLite broker.
+        metrics.redis_connection_status.set(1)
+    metrics.refresh_pool_usage()
+    _refresh_utilization()
+    options = dict(svc.celery.conf.broker_transport_options or {})
+    # With Redis just seen down, export the family without samples instead of waiting again.
+    source = BrokerDown() if redis_ok is False else \
+        (lambda: queue_depth_source(svc.settings, options))
+    collectors = [metrics.sequence_utilization,
+                  QueueDepthCollector(source, docnum_queues(svc.settings))]
+    return Response(generate_latest(scrape_registry(collectors)),
+                    content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/api/v1/document-numbering/openapi.json")

@@ -16,9 +16,10 @@ from celery import Celery
 from celery.schedules import crontab
 from sqlalchemy import or_, update
 from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from shared.clock import Clock, SystemClock, to_db
-from shared.db import get_engine, transaction
+from shared.db import get_engine, is_retryable, transaction
 from shared.models import MaintenanceLock
 from shared.routing import MAINTENANCE_QUEUE
 from shared.settings import Settings
@@ -54,6 +55,9 @@ def acquire_lease(engine, name: str, seconds: int, clock: Clock) -> bool:  # noq
     """Take the named lease if it is free or expired; True when this process holds it."""
     now = clock.now()
     holder = _holder()
+    # The row is created in a transaction of its own: INSERT IGNORE of an existing row takes a
+    # shared lock, and two runs each holding one and asking for the exclusive lock of the
+    # UPDATE would deadlock. The UPDATE alone is a plain compare-and-set.
     with transaction(engine) as session:
         dialect = session.get_bind().dialect.name
         values = dict(name=name, holder=None, expires_at=None)
@@ -61,13 +65,19 @@ def acquire_lease(engine, name: str, seconds: int, clock: Clock) -> bool:  # noq
             if dialect in ("mysql", "mariadb") else \
             sqlite.insert(MaintenanceLock).values(**values).on_conflict_do_nothing()
         session.execute(insert)
-        taken = session.execute(
-            update(MaintenanceLock)
-            .where(MaintenanceLock.name == name,
-                   or_(MaintenanceLock.expires_at.is_(None),
-                       MaintenanceLock.expires_at < to_db(now)))
-            .values(holder=holder, expires_at=to_db(now + timedelta(seconds=seconds))))
-        return taken.rowcount == 1
+    try:
+        with transaction(engine) as session:
+            taken = session.execute(
+                update(MaintenanceLock)
+                .where(MaintenanceLock.name == name,
+                       or_(MaintenanceLock.expires_at.is_(None),
+                           MaintenanceLock.expires_at < to_db(now)))
+                .values(holder=holder, expires_at=to_db(now + timedelta(seconds=seconds))))
+            return taken.rowcount == 1
+    except DBAPIError as exc:
+        if is_retryable(exc):  # lost a race for the lease: the other run has it
+            return False
+        raise
 
 
 def release_lease(engine, name: str) -> None:  # noqa: ANN001
