@@ -11,18 +11,26 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
+from api.coalescer import Coalescer
 from api.request_store import Record
-from shared import ledger, metrics
+from api.waiter import PubSubWaiter
+from shared import issuing, ledger, metrics
 from shared.allocation import Outcome
-from shared.db import transaction
+from shared.db import service_busy, transaction
 from shared.errors import DocnumError
+from shared.clock import SystemClock, iso
+from shared.context import NumberingContext
 from shared.issuing import AllocationRequest
+from shared.refcache import MAX_AGE_S, DbReference, ReferenceCache, Snapshot, load_snapshot
 from shared.routing import queue_for
 from shared.settings import Settings
 from workers.tasks import ALLOCATE_TASK, observe_generation, serve_requests
@@ -67,16 +75,135 @@ class RedisHealth:
         metrics.redis_connection_status.set(1)
 
 
+class DatabaseProbe:
+    """Is the database reachable right now? A cheap, cached answer for the front door.
+
+    With the reference data cached (shared/refcache.py) and Redis up, an issuing request never
+    touches the database at the front door: during a database outage a ``/generate`` would
+    queue, wait its whole timeout for a worker that is itself waiting for the database
+    (workers/tasks.py, ``DB_OUTAGE_PATIENCE_S``) and answer 202. The front door asks this probe
+    instead, when a wait ends without an answer and before queueing while the last probe saw
+    the database down, and answers ``503 SERVICE_BUSY`` with ``Retry-After``.
+
+    ``SELECT 1`` over a fresh connection (no pool: a pooled connection to a dead server is
+    exactly what must not be trusted) with a 1 s connect timeout, at most once per
+    ``INTERVAL_S`` per process. Threads that ask while another thread probes get the previous
+    answer rather than waiting.
+    """
+
+    INTERVAL_S = 1.0
+    CONNECT_TIMEOUT_S = 1
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self._engine = engine if url.startswith("sqlite") else None
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self.last_ok = True
+
+    def _probe_engine(self) -> Engine:
+        if self._engine is None:
+            connect_args = {}
+            if self.url.startswith(("mysql", "mariadb")):
+                connect_args = {"connect_timeout": self.CONNECT_TIMEOUT_S,
+                                "read_timeout": 2, "charset": "utf8mb4"}
+            self._engine = create_engine(self.url, poolclass=NullPool,
+                                         connect_args=connect_args)
+        return self._engine
+
+    def _check(self) -> bool:
+        try:
+            with self._probe_engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
+
+    def reachable(self) -> bool:
+        if time.monotonic() - self._checked_at < self.INTERVAL_S:
+            return self.last_ok
+        if not self._lock.acquire(blocking=False):
+            return self.last_ok  # another thread is probing right now
+        try:
+            if time.monotonic() - self._checked_at >= self.INTERVAL_S:
+                ok = self._check()
+                if ok != self.last_ok:
+                    log.warning("database %s", "reachable again" if ok else "unreachable")
+                self.last_ok, self._checked_at = ok, time.monotonic()
+            return self.last_ok
+        finally:
+            self._lock.release()
+
+
+# Failures that say nothing about the request itself: a retry with the same Idempotency-Key
+# queues it again instead of repeating the stored failure (see ``FrontDoor._join``).
+TRANSIENT_FAILURES = frozenset({"SERVICE_BUSY", "INTERNAL_ERROR"})
+
+
 def answer_from_result(request_id: str, result: dict) -> Answer:
     if result.get("ok"):
         return Answer(request_id, "succeeded", number=result["number"])
-    return Answer(request_id, "failed", error=DocnumError.from_dict(result.get("error") or {}))
+    error = DocnumError.from_dict(result.get("error") or {})
+    if error.code == "SERVICE_BUSY" and error.retry_after is None:
+        # The worker's SERVICE_BUSY (database down) crosses the result backend without its
+        # Retry-After; SPEC §6 wants the 503 to carry one all the same.
+        error.retry_after = service_busy().retry_after
+    return Answer(request_id, "failed", error=error)
 
 
 def answer_from_outcome(outcome: Outcome) -> Answer:
     if outcome.ok:
         return Answer(outcome.request_id, "succeeded", number=outcome.number)
     return Answer(outcome.request_id, "failed", error=outcome.error)
+
+
+class FastFailPublisher:
+    """Publishes allocation messages over connections that give up after ONE connect attempt.
+
+    ``send_task(retry=False)`` alone is not enough: before publishing, kombu re-establishes a
+    dropped broker connection through ``Connection.default_channel``, which retries for
+    ``broker_connection_timeout`` (4 s) with 2 s sleeps: about 6 s per request, measured, while
+    Redis is down. ``max_retries: 0`` in these connections' transport options makes that a
+    single attempt (a refused connection fails in ~1 ms), and a short socket timeout bounds a
+    Redis that accepts but does not answer. The workers' connections keep Celery's patient
+    reconnect behaviour; only the API's publishing path is impatient.
+    """
+
+    TRANSPORT_OPTIONS = {"max_retries": 0, "socket_connect_timeout": 2, "socket_timeout": 3}
+    POOL_LIMIT = 64  # above gunicorn's threads per process, so acquire never waits
+
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+        self._pool = None
+        self._lock = threading.Lock()
+
+    def _connections(self):  # noqa: ANN202 - kombu ConnectionPool, built lazily (after fork)
+        with self._lock:
+            if self._pool is None:
+                connection = self.celery.connection_for_write(
+                    transport_options=self.TRANSPORT_OPTIONS)
+                self._pool = connection.Pool(limit=self.POOL_LIMIT)
+            return self._pool
+
+    def send(self, name: str, args: list, queue: str) -> None:
+        with self._connections().acquire(block=True, timeout=5) as connection:
+            self.celery.send_task(name, args=args, queue=queue, ignore_result=True,
+                                  retry=False, connection=connection)
+
+
+class _SessionReference:
+    """Reference data straight from the database, one short transaction per question."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def check_codes(self, ctx: NumberingContext) -> None:
+        with transaction(self.engine) as session:
+            DbReference(session).check_codes(ctx)
+
+    def resolve(self, project: str, correspondence_type: str | None):  # noqa: ANN201
+        with transaction(self.engine) as session:
+            return DbReference(session).resolve(project, correspondence_type)
 
 
 class FrontDoor:
@@ -88,34 +215,110 @@ class FrontDoor:
         self.store = store
         self.waiter = waiter
         self.health = health  # None on the embedded default: no Redis to lose
+        # With Redis, publish fast-failing so that an outage diverts to the DB-only path at
+        # once; the embedded SQL broker has nothing to lose and keeps Celery's defaults.
+        self.publisher = FastFailPublisher(celery) if health is not None else None
+        # Requests for one shard that arrive together leave as one message (api/coalescer.py).
+        self.coalescer = Coalescer(
+            lambda queue, messages: self.publisher.send(ALLOCATE_TASK, [messages], queue),
+            inflight_limit=settings.coalesce_inflight)
+        if isinstance(waiter, PubSubWaiter):
+            waiter.on_answer = self.coalescer.answered
+        self.references = ReferenceCache(self._load_snapshot)
+        # A retry publishes an unanswered request again after this long (``_requeue_if_lost``).
+        self.requeue_after_s = 2.0 * settings.visibility_timeout
+        self.db_probe = DatabaseProbe(settings.database_url, engine)
 
     # -- submission -----------------------------------------------------------------------
-    def submit(self, request: AllocationRequest) -> Answer:
+    def accept(self, *, client: str, idempotency_key: str, route: str, mode: str, body: dict,
+               ctx: NumberingContext, client_ip: str | None,
+               user_agent: str | None) -> Answer:
+        """Take one issuing request: join an earlier one with the same key, queue it, or (Redis
+        down) serve it on the DB-only path. Refusals (codes, config, template fields) raise
+        before anything is queued, and leave no trace of the key."""
+        now = SystemClock().now()
+        request_id = issuing.request_id_for(client, idempotency_key)
+        fingerprint = issuing.fingerprint(f"{route}:{mode}", body)
+        record = Record(request_id, client, fingerprint, mode, "", iso(now) or "")
+
+        def build(reference) -> AllocationRequest:  # noqa: ANN001
+            config, counter_key, day = issuing.prepare(reference, ctx, now=now,
+                                                       timezone=self.settings.timezone)
+            return issuing.build_request(
+                request_id=request_id, mode=mode, ctx=ctx, config=config,
+                counter_key=counter_key, day=day, actor=client, now=now, client_ip=client_ip,
+                user_agent=user_agent, idempotency_key=idempotency_key,
+                fingerprint_=fingerprint)
+
         if self.health is not None and not self.health.available():
-            return self._serve_directly(request)
-        record = Record(request.request_id, request.actor, request.fingerprint or "",
-                        request.mode, request.counter_key, request.submitted_at or "")
+            return self._serve_directly(self._build_from_db(build))
+        # The database was seen down by the last probe: refuse before anything is claimed or
+        # queued (a queued request would only wait for the outage), unless it is back.
+        self.check_database(only_if_seen_down=True)
         try:
-            existing = self.store.claim(record)
-            if existing is not None:
-                return self._join(existing, request)
-            done = self._already_issued(request)
-            if done is not None:
-                return done
-            self.celery.send_task(ALLOCATE_TASK, args=[[request.to_message()]],
-                                  queue=queue_for(request.counter_key,
-                                                  self.settings.queue_shards),
-                                  ignore_result=True, retry=False)
+            existing, generation = self.store.claim_with_generation(record)
         except BROKER_ERRORS as exc:
-            if self.health is None:
-                raise
-            log.warning("Redis unavailable (%s): serving %s through the DB-only path",
-                        type(exc).__name__, request.request_id)
-            self.health.mark_down()
+            self._redis_down(exc, request_id)
+            return self._serve_directly(self._build_from_db(build))
+        if existing is not None:
+            return self._join(existing, build(self._reference(generation)))
+        try:
+            request = build(self._reference(generation))
+        except DocnumError:
+            self._forget(request_id)  # a refused request was never accepted
+            raise
+        try:
+            self._publish(request)
+        except BROKER_ERRORS as exc:
+            self._redis_down(exc, request_id)
             return self._serve_directly(request)
         if self.health is not None:
             self.health.mark_up()
-        return Answer(request.request_id, "queued")
+        return Answer(request_id, "queued")
+
+    def _reference(self, generation: object):  # noqa: ANN202 - shared.refcache.Reference
+        """The cached snapshot while the store reports a generation, else the database."""
+        if generation is None:
+            return _SessionReference(self.engine)
+        return self.references.get(generation)
+
+    def _build_from_db(self, build) -> AllocationRequest:  # noqa: ANN001
+        with transaction(self.engine) as session:
+            return build(session)
+
+    def _forget(self, request_id: str) -> None:
+        try:
+            self.store.release(request_id)
+        except BROKER_ERRORS:
+            pass
+
+    def _redis_down(self, exc: BaseException, request_id: str) -> None:
+        if self.health is None:
+            raise exc
+        log.warning("Redis unavailable (%s): serving %s through the DB-only path",
+                    type(exc).__name__, request_id)
+        self.health.mark_down()
+
+    def bump_reference_generation(self) -> None:
+        """Catalog and config writes call this after commit (see shared/refcache.py)."""
+        try:
+            self.store.bump_generation()
+        except BROKER_ERRORS:
+            log.warning("could not bump the reference generation; caches refresh within %.0fs",
+                        MAX_AGE_S)
+
+    def _publish(self, request: AllocationRequest) -> None:
+        queue = queue_for(request.counter_key, self.settings.queue_shards)
+        if self.publisher is not None:
+            self.waiter.start()  # the coalescer learns of answers from the listener
+            self.coalescer.publish(queue, request.request_id, request.to_message())
+        else:
+            self.celery.send_task(ALLOCATE_TASK, args=[[request.to_message()]],
+                                  queue=queue, ignore_result=True, retry=False)
+
+    def _load_snapshot(self) -> Snapshot:
+        with transaction(self.engine) as session:
+            return load_snapshot(session)
 
     def _join(self, existing: Record, request: AllocationRequest) -> Answer:
         if existing.fingerprint != (request.fingerprint or ""):
@@ -124,10 +327,54 @@ class FrontDoor:
         result = self.store.result(request.request_id)
         if result is not None:
             answer = answer_from_result(request.request_id, result)
+            if answer.error is not None and answer.error.code in TRANSIENT_FAILURES:
+                # The worker gave up on it (database down longer than its patience): the
+                # failure is the outage's, not the request's. Queue it again; the ledger's
+                # unique request id still guarantees at most one number.
+                answer = self._already_issued(request) or self._requeue(existing, request)
         else:
-            answer = self._already_issued(request) or Answer(request.request_id, "queued")
+            answer = self._already_issued(request) or self._requeue_if_lost(existing, request)
         answer.joined = True
         return answer
+
+    def _requeue(self, existing: Record, request: AllocationRequest) -> Answer:
+        log.info("request %s failed transiently; queueing it again", request.request_id)
+        self.store.drop_result(request.request_id)  # or the waiter would read the old failure
+        # Restamped: its old failure now predates it, so further retries wait for this attempt
+        # (``_requeue_if_lost``) instead of queueing it yet again.
+        self.store.restamp(existing, request.submitted_at or existing.submitted_at)
+        self._publish(request)
+        return Answer(request.request_id, "queued")
+
+    def _requeue_if_lost(self, existing: Record, request: AllocationRequest) -> Answer:
+        """A retry of a request that is still unanswered long after it was accepted.
+
+        Its message may be gone: a Redis failover loses what the old master had not yet
+        replicated, and the request record can survive while the message that followed it did
+        not. Past ``requeue_after_s`` (twice the visibility timeout, by when even a message held
+        by a dead worker has come back) the retry publishes the message again. If the first
+        one still exists, the second finds the number in the ledger (unique request id) and
+        returns it: wasted work, never a second number.
+        """
+        with transaction(self.engine) as session:
+            failure = ledger.failed_request(session, request.request_id)
+        if failure is not None and failure.error_code in TRANSIENT_FAILURES:
+            if (iso(failure.created_at) or "") >= existing.submitted_at:
+                return self._requeue(existing, request)  # failed since it was last queued
+            failure = None  # an earlier attempt's failure: this attempt may still be queued
+        if failure is not None:
+            return Answer(request.request_id, "failed", error=DocnumError.from_dict(
+                {"code": failure.error_code, "detail": "the request was refused"}))
+        try:
+            age = (datetime.fromisoformat(request.submitted_at or "")
+                   - datetime.fromisoformat(existing.submitted_at)).total_seconds()
+        except ValueError:
+            age = 0.0
+        if age > self.requeue_after_s:
+            log.warning("request %s unanswered %.0f s after it was accepted; queueing it again",
+                        request.request_id, age)
+            self._publish(request)
+        return Answer(request.request_id, "queued")
 
     def _already_issued(self, request: AllocationRequest) -> Answer | None:
         """A request the ledger already holds (its store record expired, or Redis restarted)."""
@@ -147,6 +394,19 @@ class FrontDoor:
         return answer_from_outcome(outcome)
 
     # -- answers --------------------------------------------------------------------------
+    def check_database(self, *, only_if_seen_down: bool = False) -> None:
+        """Raise ``503 SERVICE_BUSY`` (with Retry-After) when the database is unreachable.
+
+        Called when a synchronous wait ends without an answer: a request that is merely slow
+        stays a 202, one that waits for a dead database becomes a 503. The request itself
+        stays queued; a retry with the same Idempotency-Key joins it (or, if the worker gave
+        up on it meanwhile, queues it again), so nothing is lost and nothing is issued twice.
+        """
+        if only_if_seen_down and self.db_probe.last_ok:
+            return
+        if not self.db_probe.reachable():
+            raise service_busy()
+
     def wait(self, request_id: str, timeout: float) -> Answer | None:
         try:
             result = self.waiter.wait(request_id, timeout)
@@ -164,6 +424,9 @@ class FrontDoor:
                 if result is not None:
                     owner = record.client if record else self._owner_from_db(request_id)
                     return answer_from_result(request_id, result), owner or ""
+                if record is not None:
+                    # Accepted and not answered yet: no database round trip for a poll.
+                    return Answer(request_id, "queued"), record.client
             except BROKER_ERRORS:
                 record = None
         with transaction(self.engine) as session:

@@ -7,18 +7,20 @@ live in the Celery result backend under the request id (``celery-task-meta-<id>`
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 import redis
 from celery import Celery
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from shared.clock import SystemClock, from_db, iso, to_db
 from shared.db import transaction
 from shared.models import RequestRecord
+from shared.refcache import GENERATION_KEY
 
 RESULT_KEY_PREFIX = "celery-task-meta-"
 
@@ -53,8 +55,37 @@ class RedisRequestStore:
             return None
         return Record(**json.loads(current)) if current else None
 
+    def claim_with_generation(self, record: Record) -> tuple[Record | None, object]:
+        """``claim`` plus the reference generation, in the same round trip (the hot path)."""
+        payload = json.dumps(asdict(record), ensure_ascii=False)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self._key(record.request_id), payload, nx=True, ex=self.ttl)
+        pipe.get(self._key(record.request_id))
+        pipe.get(GENERATION_KEY)
+        created, current, generation = pipe.execute()
+        generation = generation or b"0"  # never bumped yet is a generation too, not "no cache"
+        if created:
+            return None, generation
+        return (Record(**json.loads(current)) if current else None), generation
+
+    def bump_generation(self) -> None:
+        """After a catalog or config write commits: every API process reloads its snapshot.
+
+        A fresh random value, not a counter: after a Redis restart a counter could climb back
+        to a value some process still holds and make it trust a stale snapshot.
+        """
+        self.redis.set(GENERATION_KEY, uuid.uuid4().hex)
+
     def release(self, request_id: str) -> None:
         self.redis.delete(self._key(request_id))
+
+    def restamp(self, record: Record, submitted_at: str) -> None:
+        """The request was queued again at ``submitted_at`` (expiry unchanged)."""
+        payload = json.dumps(asdict(record) | {"submitted_at": submitted_at}, ensure_ascii=False)
+        self.redis.set(self._key(record.request_id), payload, xx=True, keepttl=True)
+
+    def drop_result(self, request_id: str) -> None:
+        self.redis.delete(RESULT_KEY_PREFIX + request_id)
 
     def get(self, request_id: str) -> Record | None:
         raw = self.redis.get(self._key(request_id))
@@ -87,9 +118,26 @@ class SqlRequestStore:
         except IntegrityError:
             return self.get(record.request_id)
 
+    def claim_with_generation(self, record: Record) -> tuple[Record | None, object]:
+        return self.claim(record), None  # no cache on the embedded default: None = use the DB
+
+    def bump_generation(self) -> None:
+        pass
+
     def release(self, request_id: str) -> None:
         with transaction(self.engine) as session:
             session.execute(delete(RequestRecord).where(RequestRecord.request_id == request_id))
+
+    def restamp(self, record: Record, submitted_at: str) -> None:
+        from datetime import datetime
+
+        when = to_db(datetime.fromisoformat(submitted_at.replace("Z", "+00:00")))
+        with transaction(self.engine) as session:
+            session.execute(update(RequestRecord).where(
+                RequestRecord.request_id == record.request_id).values(submitted_at=when))
+
+    def drop_result(self, request_id: str) -> None:
+        self.celery.backend.forget(request_id)
 
     def get(self, request_id: str) -> Record | None:
         with transaction(self.engine) as session:

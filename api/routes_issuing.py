@@ -6,12 +6,11 @@ from flask import Blueprint, request, url_for
 from api.frontdoor import Answer
 from api.http import json_body, json_response, request_actor, services
 from api.security import current_principal, requires
-from shared import issuing, templates
-from shared.configs import ConfigView, resolve_config
+from shared import issuing
 from shared.db import transaction
 from shared.errors import DocnumError, validation_failed
 from shared.lookup import number_details
-from shared.models import Counter
+from shared.preview import preview_numbers
 
 bp = Blueprint("issuing", __name__)
 
@@ -33,7 +32,7 @@ def _timeout() -> float:
 
 
 def _accept(route: str, mode: str | None = None) -> Answer:
-    """Validate, then hand the request to the front door (queue, join, or DB-only)."""
+    """Validate the request's shape, then hand it to the front door (queue, join, DB-only)."""
     principal = current_principal()
     key = issuing.check_idempotency_key(request.headers.get("Idempotency-Key"))
     body = json_body()
@@ -42,18 +41,10 @@ def _accept(route: str, mode: str | None = None) -> Answer:
         if mode not in issuing.MODES:
             raise validation_failed("mode", "must be generate or reserve")
     ctx = issuing.parse_context(body)
-    svc = services()
-    now = svc.clock.now()
-    with transaction(svc.engine) as session:
-        config, counter_key, day = issuing.prepare(session, ctx, now=now,
-                                                   timezone=svc.settings.timezone)
     actor = request_actor()
-    alloc = issuing.build_request(
-        request_id=issuing.request_id_for(principal.sub, key), mode=mode, ctx=ctx,
-        config=config, counter_key=counter_key, day=day, actor=principal.sub, now=now,
-        client_ip=actor.client_ip, user_agent=actor.user_agent, idempotency_key=key,
-        fingerprint_=issuing.fingerprint(f"{route}:{mode}", body))
-    return svc.frontdoor.submit(alloc)
+    return services().frontdoor.accept(
+        client=principal.sub, idempotency_key=key, route=route, mode=mode, body=body, ctx=ctx,
+        client_ip=actor.client_ip, user_agent=actor.user_agent)
 
 
 def _status_url(request_id: str) -> str:
@@ -110,6 +101,9 @@ def _issue_and_wait(route: str, mode: str):  # noqa: ANN202
     if answer.status == "queued":
         answer = services().frontdoor.wait(answer.request_id, timeout) or answer
     if answer.status == "queued":
+        # No answer in time. Waiting for a dead database is 503 SERVICE_BUSY (the request
+        # stays queued; a retry with the same Idempotency-Key joins it), otherwise 202.
+        services().frontdoor.check_database()
         return _queued(answer)  # still running: nothing lost, the number stays pollable
     if answer.error is not None:
         raise answer.error
@@ -135,45 +129,12 @@ def preview():  # noqa: ANN201
     ctx = issuing.parse_context(body)
     svc = services()
     with transaction(svc.read_engine) as session:
-        config = _preview_config(session, ctx, body)
-        config, counter_key, day = issuing.prepare(session, ctx, now=svc.clock.now(),
-                                                   timezone=svc.settings.timezone, config=config)
-        last = session.get(Counter, counter_key)
-    sequence = (last.last_sequence if last else config.sequence_start - 1) + 1
-    number = templates.render_number(config.parsed, ctx, sequence, day,
-                                     config.fiscal_year_start_month)
-    templates.check_number_length(number)
+        result = preview_numbers(session, ctx, body, now=svc.clock.now(),
+                                 timezone=svc.settings.timezone)
+    sequence, number = result.numbers[0]
     return json_response({"document_number": number, "sequence": sequence,
-                          "counter_key": counter_key,
-                          "config_version": config.version if config.id else None})
-
-
-def _preview_config(session, ctx, body: dict) -> ConfigView:  # noqa: ANN001
-    """The saved config, or an unsaved template laid over it (or over defaults) to try out."""
-    template = body.get("template")
-    if template is None:
-        return resolve_config(session, ctx.project, ctx.correspondence_type)
-    if not isinstance(template, str):
-        raise validation_failed("template", "must be a string")
-    try:
-        base = resolve_config(session, ctx.project, ctx.correspondence_type)
-    except DocnumError as exc:
-        if exc.code != "NO_CONFIG":
-            raise
-        base = ConfigView(id=0, project=ctx.project, correspondence_type=ctx.correspondence_type,
-                          template=template, reset="YEARLY", fiscal_year_start_month=10,
-                          sequence_start=1, counter_scope=None, version=0, active=True)
-    reset = body.get("reset", base.reset)
-    if reset not in templates.RESETS:
-        raise validation_failed("reset", f"must be one of {', '.join(templates.RESETS)}")
-    scope = body.get("counter_scope", list(base.counter_scope) if base.counter_scope is not None else None)
-    templates.validate_template(template, reset, scope)
-    return ConfigView(id=base.id, project=base.project,
-                      correspondence_type=base.correspondence_type, template=template,
-                      reset=reset, fiscal_year_start_month=base.fiscal_year_start_month,
-                      sequence_start=base.sequence_start,
-                      counter_scope=tuple(scope) if scope is not None else None, version=base.version,
-                      active=True)
+                          "counter_key": result.counter_key,
+                          "config_version": result.config_version})
 
 
 @bp.get("/numbers/<path:document_number>")

@@ -41,6 +41,7 @@ def put_catalog_entry(kind: str, code: str):  # noqa: ANN201
                                           body.get("active", True), now)
         write_audit(session, "CATALOG_CHANGE", request_actor(), now,
                     before=before.to_dict() if before else None, after=after.to_dict())
+    svc.frontdoor.bump_reference_generation()
     return json_response(after.to_dict(), 200 if before else 201)
 
 
@@ -54,6 +55,7 @@ def create_config():  # noqa: ANN201
     with transaction(svc.engine) as session:
         config = configs.create_config(session, body, actor.sub, now)
         write_audit(session, "CONFIG_CREATE", actor, now, after=config.to_dict())
+    svc.frontdoor.bump_reference_generation()
     return json_response(config.to_dict(), 201)
 
 
@@ -88,10 +90,8 @@ def update_config(config_id: str):  # noqa: ANN201
     now = svc.clock.now()
     actor = request_actor()
     with transaction(svc.engine) as session:
-        before, after = configs.update_config(session, _config_id(config_id), body, actor.sub,
-                                              now)
-        write_audit(session, "CONFIG_UPDATE", actor, now, before=before.to_dict(),
-                    after=dict(after.to_dict(), change_reason=body.get("change_reason")))
+        _, after = configs.update_config_audited(session, _config_id(config_id), body, actor, now)
+    svc.frontdoor.bump_reference_generation()
     return json_response(after.to_dict())
 
 

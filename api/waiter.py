@@ -36,6 +36,12 @@ class PubSubWaiter:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = None
+        # Told about every answer published by any worker (the coalescer paces on it).
+        self.on_answer: Callable[[str], None] | None = None
+
+    def start(self) -> None:
+        """Make sure this process's listener runs (idempotent, cheap)."""
+        self._ensure_listener()
 
     def _ensure_listener(self) -> None:
         import os
@@ -65,6 +71,8 @@ class PubSubWaiter:
                     if isinstance(channel, bytes):
                         channel = channel.decode()
                     request_id = channel[len(RESULT_KEY_PREFIX):]
+                    if self.on_answer is not None:
+                        self.on_answer(request_id)
                     with self._lock:
                         slots = self._slots.pop(request_id, None)
                     if not slots:

@@ -85,18 +85,36 @@ def allocate_numbers(engine: Engine, counter_key: str, requests: list[Allocation
         raise ValueError("allocate_numbers serves one counter key per call")
     if not requests:
         return []
-    project = requests[0].context.project
-    ctype = requests[0].context.correspondence_type or ""
+    return allocate_many(engine, {counter_key: requests}, clock=clock,
+                         reservation_ttl=reservation_ttl, fallback_used=fallback_used)[counter_key]
+
+
+def allocate_many(engine: Engine, groups: dict[str, list[AllocationRequest]], *, clock: Clock,
+                  reservation_ttl: int = 300,
+                  fallback_used: str = "NONE") -> dict[str, list[Outcome]]:
+    """Several counter keys, each served as ``allocate_numbers`` would, in ONE transaction.
+
+    A shard worker's batch usually spans several keys of its shard: one commit for all of them
+    is the group commit. Counter rows are locked in sorted key order, so two transactions can
+    never wait on each other in a cycle. A conflict or deadlock retries the whole batch.
+    """
+    groups = {key: reqs for key, reqs in groups.items() if reqs}
+    if not groups:
+        return {}
+    first = next(iter(groups.values()))[0]
+    project = first.context.project
+    ctype = first.context.correspondence_type or ""
     started = time.perf_counter()
     attempt = 0
     while True:
-        metrics.lock_acquisition_total.labels(project, ctype).inc()
+        metrics.lock_acquisition_total.labels(project, ctype).inc(len(groups))
         try:
             with transaction(engine) as session:
-                return _allocate_once(session, counter_key, requests, clock=clock,
-                                      reservation_ttl=reservation_ttl,
-                                      fallback_used=fallback_used, retry_count=attempt,
-                                      started=started)
+                return {key: allocate_in_session(session, key, groups[key], clock=clock,
+                                                 reservation_ttl=reservation_ttl,
+                                                 fallback_used=fallback_used,
+                                                 retry_count=attempt, started=started)
+                        for key in sorted(groups)}
         except IntegrityError as exc:
             # Another counter key of the project committed the same text between our check
             # and our insert (or a second consumer served the same request): look again.
@@ -113,15 +131,19 @@ def allocate_numbers(engine: Engine, counter_key: str, requests: list[Allocation
         metrics.lock_acquisition_failures.labels(project, ctype, reason).inc()
         attempt += 1
         if attempt >= MAX_ATTEMPTS:
-            log.error("allocation on %s failed after %d attempts: %s", counter_key, attempt, error)
+            log.error("allocation on %s failed after %d attempts: %s", sorted(groups), attempt,
+                      error)
             raise DocnumError("SERVICE_BUSY", "the counter is too contended; try again shortly",
                               retry_after=2) from error
         time.sleep(min(0.05 * 2 ** attempt, 1.0))
 
 
-def _lock_counter(session: Session, counter_key: str, project: str, start: int,
-                  capacity: int, now) -> int:  # noqa: ANN001
-    """Lock the counter row and return its last sequence, creating the row on first use."""
+def lock_counter(session: Session, counter_key: str, project: str, start: int,
+                 capacity: int, now) -> int:  # noqa: ANN001
+    """Lock the counter row and return its last sequence, creating the row on first use.
+
+    Also used by the admin operations (override, import, reset) that move a counter.
+    """
     query = select(Counter.last_sequence).where(Counter.counter_key == counter_key).with_for_update()
     last = session.scalar(query)
     if last is not None:
@@ -138,9 +160,18 @@ def _lock_counter(session: Session, counter_key: str, project: str, start: int,
     return session.scalar(query)
 
 
-def _allocate_once(session: Session, counter_key: str, requests: list[AllocationRequest], *,
-                   clock: Clock, reservation_ttl: int, fallback_used: str, retry_count: int,
-                   started: float) -> list[Outcome]:
+def allocate_in_session(session: Session, counter_key: str, requests: list[AllocationRequest], *,
+                        clock: Clock, reservation_ttl: int = 300, fallback_used: str = "NONE",
+                        retry_count: int = 0, started: float | None = None) -> list[Outcome]:
+    """The allocation itself, inside a transaction the caller owns (and commits or rolls back).
+
+    ``allocate_numbers`` wraps it in its own transaction with retries; void-and-replace calls
+    it inside the void's transaction so that both happen or neither. A request may carry
+    ``extra={"source": "REPLACE", "replaces": number, "audit_request_id": id}`` to issue a
+    replacement (source and audit operation REPLACE, linked to the number it replaces).
+    """
+    if started is None:
+        started = time.perf_counter()
     now = clock.now()
     now_db = to_db(now)
     first = requests[0]
@@ -148,8 +179,8 @@ def _allocate_once(session: Session, counter_key: str, requests: list[Allocation
     ctype = first.context.correspondence_type or ""
 
     lock_started = time.perf_counter()
-    last = _lock_counter(session, counter_key, project, first.config.sequence_start,
-                         first.config.parsed.capacity, now_db)
+    last = lock_counter(session, counter_key, project, first.config.sequence_start,
+                        first.config.parsed.capacity, now_db)
     lock_wait_ms = int((time.perf_counter() - lock_started) * 1000)
     metrics.lock_acquisition_duration.labels(project, ctype).observe(lock_wait_ms)
 
@@ -261,9 +292,11 @@ def _write(session: Session, counter_key: str, plans: list[_Plan], *, now, reser
             outcome.number, outcome.replayed = issued_number(plan.existing), True
             continue
         reserve = request.mode == "reserve"
-        operation = "RESERVE" if reserve else "GENERATE"
+        source = request.extra.get("source") or ("RESERVE" if reserve else "GENERATE")
+        operation = source
         audit = dict(operation=operation, actor=request.actor, client_ip=request.client_ip,
-                     user_agent=request.user_agent, request_id=request.request_id,
+                     user_agent=request.user_agent,
+                     request_id=request.extra.get("audit_request_id") or request.request_id,
                      counter_key=counter_key, lock_wait_ms=lock_wait_ms,
                      retry_count=retry_count, fallback_used=fallback_used, created_at=now_db)
         if plan.error is not None:
@@ -278,7 +311,7 @@ def _write(session: Session, counter_key: str, plans: list[_Plan], *, now, reser
         row = dict(
             document_number=plan.number, project=ctx.project, counter_key=counter_key,
             sequence=plan.sequence, state="RESERVED" if reserve else "CONFIRMED",
-            source="RESERVE" if reserve else "GENERATE", config_id=request.config.id,
+            source=source, config_id=request.config.id,
             config_version=request.config.version, template=request.config.template,
             correspondence_type=ctx.correspondence_type, originator=ctx.originator,
             recipient=ctx.recipient, sub_type=ctx.sub_type, rfa_type=ctx.rfa_type,
@@ -288,14 +321,16 @@ def _write(session: Session, counter_key: str, plans: list[_Plan], *, now, reser
             idempotency_key=request.idempotency_key,
             idempotency_fingerprint=request.fingerprint, issued_by=request.actor,
             issued_at=now_db, reservation_token=token,
-            reservation_expires_at=to_db(expires) if expires else None)
+            reservation_expires_at=to_db(expires) if expires else None,
+            replaces=request.extra.get("replaces"))
         ledger_rows.append(row)
         outcome.number = issued_number(IssuedNumber(**row))
+        after = {"last_sequence": plan.sequence, "state": row["state"], "context": ctx.to_dict(),
+                 "config_version": request.config.version}
+        if row["replaces"]:
+            after["replaces"] = row["replaces"]
         audit_rows.append(dict(audit, document_number=plan.number,
-                               before={"last_sequence": plan.sequence - 1},
-                               after={"last_sequence": plan.sequence, "state": row["state"],
-                                      "context": ctx.to_dict(),
-                                      "config_version": request.config.version},
+                               before={"last_sequence": plan.sequence - 1}, after=after,
                                success=True, error_code=None))
     duration_ms = int((time.perf_counter() - started) * 1000)
     for audit in audit_rows:
@@ -332,4 +367,5 @@ def record_failures(engine: Engine, requests: list[AllocationRequest], error: Do
         log.warning("could not record %d failed requests (%s)", len(rows), error.code)
 
 
-__all__ = ["Outcome", "allocate_numbers", "iso", "record_failures"]
+__all__ = ["Outcome", "allocate_in_session", "allocate_numbers", "iso", "lock_counter",
+           "record_failures"]

@@ -15,9 +15,9 @@ from datetime import date, datetime
 from sqlalchemy.orm import Session
 
 from shared import templates
-from shared.catalog import check_context_codes, code_problem
+from shared.catalog import code_problem
 from shared.clock import iso
-from shared.configs import ConfigView, resolve_config
+from shared.configs import ConfigView
 from shared.context import FIELD_KIND, NumberingContext
 from shared.errors import DocnumError, FieldError, validation_failed
 
@@ -141,11 +141,18 @@ def key_and_check(config: ConfigView, ctx: NumberingContext, day: date) -> str:
                                  list(config.counter_scope) if config.counter_scope is not None else None)
 
 
-def prepare(session: Session, ctx: NumberingContext, *, now: datetime, timezone: str,
+def prepare(source, ctx: NumberingContext, *, now: datetime, timezone: str,  # noqa: ANN001
             mode: str = "generate", config: ConfigView | None = None) -> tuple[ConfigView, str, date]:
-    """Check codes, resolve the config and compute the counter key and period day."""
-    check_context_codes(session, ctx)
-    config = config or resolve_config(session, ctx.project, ctx.correspondence_type)
+    """Check codes, resolve the config and compute the counter key and period day.
+
+    ``source`` is a Session (read the database) or a ``shared.refcache.Reference`` (e.g. the
+    front door's cached snapshot).
+    """
+    from shared.refcache import DbReference
+
+    reference = DbReference(source) if isinstance(source, Session) else source
+    reference.check_codes(ctx)
+    config = config or reference.resolve(ctx.project, ctx.correspondence_type)
     day = period_day(ctx, now, timezone)
     return config, key_and_check(config, ctx, day), day
 

@@ -46,6 +46,9 @@ class Settings:
     flower_port: int
     visibility_timeout: int = 45
     proxy_hops: int = 0
+    coalesce_inflight: int = 2
+    # Seconds a shard worker's ownership lock outlives its last heartbeat (workers/ownership.py).
+    shard_owner_ttl: int = 30
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -93,16 +96,23 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     )
     if db_url.startswith("sqlite") or broker.startswith("sqla+"):
         var_dir.mkdir(parents=True, exist_ok=True)
+    sentinel_master = env.get("DOCNUM_REDIS_SENTINEL_MASTER") or None
+    if not sentinel_master and "sentinel://" in broker + backend:
+        raise ValueError("sentinel:// URLs need the master's name in "
+                         "DOCNUM_REDIS_SENTINEL_MASTER")
     shards = _int(env, "DOCNUM_QUEUE_SHARDS", 8)
     if not 1 <= shards <= 256:
         raise ValueError("DOCNUM_QUEUE_SHARDS must be between 1 and 256")
+    shard_owner_ttl = _int(env, "DOCNUM_SHARD_OWNER_TTL", 30)
+    if shard_owner_ttl < 3:
+        raise ValueError("DOCNUM_SHARD_OWNER_TTL must be at least 3 seconds")
     return Settings(
         var_dir=var_dir,
         database_url=db_url,
         database_replica_url=env.get("DOCNUM_DATABASE_REPLICA_URL") or None,
         broker_url=broker,
         result_backend=backend,
-        redis_sentinel_master=env.get("DOCNUM_REDIS_SENTINEL_MASTER") or None,
+        redis_sentinel_master=sentinel_master,
         jwt_secret=_jwt_secret(env, var_dir),
         jwt_public_key=env.get("DOCNUM_JWT_PUBLIC_KEY") or None,
         jwt_issuer=env.get("DOCNUM_JWT_ISSUER") or None,
@@ -120,6 +130,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         visibility_timeout=_int(env, "DOCNUM_VISIBILITY_TIMEOUT", 45),
         # Reverse proxies in front of the API whose X-Forwarded-For is trusted (nginx: 1).
         proxy_hops=_int(env, "DOCNUM_PROXY_HOPS", 0),
+        # Messages in flight per shard per API process before requests are held back to
+        # coalesce (api/coalescer.py); docs/benchmarks.md has the measurements behind it.
+        coalesce_inflight=_int(env, "DOCNUM_COALESCE_INFLIGHT", 2),
+        shard_owner_ttl=shard_owner_ttl,
     )
 
 

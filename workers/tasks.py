@@ -6,9 +6,10 @@ import time
 from datetime import datetime
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
 
 from shared import metrics
-from shared.allocation import Outcome, allocate_numbers, record_failures
+from shared.allocation import Outcome, allocate_many, record_failures
 from shared.clock import SystemClock
 from shared.db import get_engine
 from shared.errors import DocnumError
@@ -35,42 +36,45 @@ def register(celery: Celery) -> None:
 
 def serve_requests(settings: Settings, requests: list[AllocationRequest], *,
                    fallback_used: str = "NONE") -> list[Outcome]:
-    """Group by counter key and allocate each group in one transaction; keeps request order."""
+    """Allocate a batch: grouped by counter key, all keys in one transaction; keeps order."""
     engine = get_engine(settings.database_url)
     clock = SystemClock()
-    groups: dict[str, list[int]] = {}
-    for index, request in enumerate(requests):
-        groups.setdefault(request.counter_key, []).append(index)
-    outcomes: list[Outcome | None] = [None] * len(requests)
-    for counter_key, indexes in groups.items():
-        group = [requests[i] for i in indexes]
-        for i, outcome in zip(indexes, _allocate_patiently(settings, engine, counter_key, group,
-                                                           clock, fallback_used)):
-            outcomes[i] = outcome
-    return [o for o in outcomes if o is not None]
+    groups: dict[str, list[AllocationRequest]] = {}
+    for request in requests:
+        groups.setdefault(request.counter_key, []).append(request)
+    served = _allocate_patiently(settings, engine, groups, clock, fallback_used)
+    position = {key: 0 for key in served}
+    outcomes = []
+    for request in requests:
+        outcomes.append(served[request.counter_key][position[request.counter_key]])
+        position[request.counter_key] += 1
+    return outcomes
 
 
-def _allocate_patiently(settings, engine, counter_key, group, clock, fallback_used):  # noqa: ANN001
+def _allocate_patiently(settings, engine, groups, clock, fallback_used):  # noqa: ANN001, ANN202
     deadline = time.monotonic() + DB_OUTAGE_PATIENCE_S
     delay = 0.25
+    everyone = [r for group in groups.values() for r in group]
     while True:
         try:
-            return allocate_numbers(engine, counter_key, group, clock=clock,
-                                    reservation_ttl=settings.reservation_ttl,
-                                    fallback_used=fallback_used)
+            return allocate_many(engine, groups, clock=clock,
+                                 reservation_ttl=settings.reservation_ttl,
+                                 fallback_used=fallback_used)
         except DocnumError as exc:
             if exc.code != "SERVICE_BUSY" or time.monotonic() + delay > deadline:
-                record_failures(engine, group, exc, clock=clock, fallback_used=fallback_used)
-                return [Outcome(r.request_id, error=exc) for r in group]
-            log.warning("database unavailable for %s; retrying in %.2fs", counter_key, delay)
+                record_failures(engine, everyone, exc, clock=clock, fallback_used=fallback_used)
+                return {key: [Outcome(r.request_id, error=exc) for r in group]
+                        for key, group in groups.items()}
+            log.warning("database unavailable for %d keys; retrying in %.2fs", len(groups), delay)
             time.sleep(delay)
             delay = min(delay * 2, 4.0)
         except Exception:  # noqa: BLE001 - every request must get an answer, never a silent loss
-            log.exception("allocation failed on %s", counter_key)
+            log.exception("allocation failed on %s", sorted(groups))
             error = DocnumError("INTERNAL_ERROR", "the allocation failed; the request can be "
                                                   "retried with the same Idempotency-Key")
-            record_failures(engine, group, error, clock=clock, fallback_used=fallback_used)
-            return [Outcome(r.request_id, error=error) for r in group]
+            record_failures(engine, everyone, error, clock=clock, fallback_used=fallback_used)
+            return {key: [Outcome(r.request_id, error=error) for r in group]
+                    for key, group in groups.items()}
 
 
 def observe_generation(request: AllocationRequest, outcome: Outcome) -> None:
@@ -93,7 +97,29 @@ def observe_generation(request: AllocationRequest, outcome: Outcome) -> None:
 
 def store_outcomes(celery: Celery, requests: list[AllocationRequest],
                    outcomes: list[Outcome]) -> None:
-    """Publish each request's answer under its own request id in the result backend."""
+    """Publish each request's answer under its own request id in the result backend.
+
+    On Redis, one pipeline stores and publishes the whole batch (Celery's own ``store_result``
+    would cost a round trip per request); the keys and values are exactly Celery's, so
+    ``AsyncResult(request_id)`` reads them too.
+    """
+    backend = celery.backend
+    if isinstance(backend, RedisBackend):
+        done = celery.now().isoformat()
+        with backend.client.pipeline(transaction=False) as pipe:
+            for request, outcome in zip(requests, outcomes):
+                key = backend.get_key_for_task(request.request_id)
+                value = backend.encode({"status": "SUCCESS", "result": outcome.to_result(),
+                                        "traceback": None, "children": [], "date_done": done,
+                                        "task_id": request.request_id})
+                if backend.expires:
+                    pipe.setex(key, backend.expires, value)
+                else:
+                    pipe.set(key, value)
+                pipe.publish(key, value)
+            pipe.execute()
+    else:
+        for request, outcome in zip(requests, outcomes):
+            backend.store_result(request.request_id, outcome.to_result(), "SUCCESS")
     for request, outcome in zip(requests, outcomes):
-        celery.backend.store_result(request.request_id, outcome.to_result(), "SUCCESS")
         observe_generation(request, outcome)

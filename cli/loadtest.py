@@ -1,0 +1,351 @@
+"""``docnum loadtest``: a bounded load generator against a running docnum on loopback.
+
+Fixed concurrency (closed loop, ``--concurrency``) or fixed arrival rate (open loop, ``--rate``;
+latency is measured from each request's scheduled start, so a slow server cannot hide queueing);
+one hot counter key or many (``--keys``); sync ``/generate`` or async ``/requests`` + polling;
+``--burst N`` submits N async requests at once. Afterwards it checks in the database that every
+number of the run is distinct and every counter of the run is contiguous from 1.
+
+Each run numbers under its own project code, so runs never mix. The client is asyncio with
+keep-alive HTTP/1.1 connections (standard library only) to keep its own CPU small.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from urllib.parse import urlsplit
+
+BASE = "/api/v1/document-numbering"
+MAX_DURATION_S = 600
+MAX_REQUESTS = 200_000
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class HttpConnection:
+    """A minimal keep-alive HTTP/1.1 client connection (JSON in, JSON out)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, headers: dict[str, str],
+                      body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+        for attempt in (1, 2):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                    f"Content-Length: {len(body)}"]
+            head += [f"{k}: {v}" for k, v in headers.items()]
+            try:
+                self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+                await self.writer.drain()
+                return await self._read_response()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _read_response(self) -> tuple[int, dict[str, str], bytes]:
+        assert self.reader is not None
+        status_line = await self.reader.readuntil(b"\r\n")
+        status = int(status_line.split()[1])
+        headers: dict[str, str] = {}
+        while True:
+            line = await self.reader.readuntil(b"\r\n")
+            if line == b"\r\n":
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+@dataclass
+class Results:
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    numbers: list[str] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+
+    def record(self, status: int, latency_ms: float, number: str | None, error: str | None):
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if number is not None:
+            self.numbers.append(number)
+            self.latencies_ms.append(latency_ms)
+        if error is not None:
+            self.errors[error] = self.errors.get(error, 0) + 1
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies_ms)
+        elapsed = max(self.finished - self.started, 1e-9)
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else None
+
+        return {"completed": len(self.numbers), "elapsed_s": round(elapsed, 2),
+                "rate_per_s": round(len(self.numbers) / elapsed, 1),
+                "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+                "max_ms": round(lat[-1], 1) if lat else None,
+                "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+                "statuses": self.statuses, "errors": self.errors}
+
+
+class Client:
+    def __init__(self, url: str, token: str, project: str, keys: int, mode: str,
+                 timeout_s: float) -> None:
+        parts = urlsplit(url)
+        if parts.hostname not in LOOPBACK:
+            raise SystemExit("docnum loadtest only targets loopback addresses")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.token, self.project, self.keys = token, project, keys
+        self.mode, self.timeout_s = mode, timeout_s
+        self.pool: list[HttpConnection] = []
+        self.counter = 0
+
+    def body(self) -> bytes:
+        self.counter += 1
+        recipient = f"R{self.counter % self.keys:03d}"
+        return json.dumps({"project": self.project, "correspondence_type": "LETTER",
+                           "originator": "ORG", "recipient": recipient,
+                           "document_date": date.today().isoformat()}).encode()
+
+    def _conn(self) -> HttpConnection:
+        return self.pool.pop() if self.pool else HttpConnection(self.host, self.port)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+                "Idempotency-Key": uuid.uuid4().hex}
+
+    async def one(self, results: Results, scheduled: float) -> None:
+        conn = self._conn()
+        try:
+            body = self.body()
+            if self.mode == "sync":
+                status, _, raw = await conn.request(
+                    "POST", f"{BASE}/generate?timeout={self.timeout_s:g}", self.headers(), body)
+                if status == 202:
+                    status, raw = await self._poll(conn, json.loads(raw)["status_url"])
+            else:
+                status, _, raw = await conn.request("POST", f"{BASE}/requests", self.headers(),
+                                                    body)
+                if status == 202:
+                    status, raw = await self._poll(conn, json.loads(raw)["status_url"])
+            latency = (time.perf_counter() - scheduled) * 1000
+            data = json.loads(raw) if raw else {}
+            number = data.get("document_number") or (data.get("result") or {}).get(
+                "document_number")
+            error = None if number else str(data.get("code") or data.get("error") or status)
+            results.record(status, latency, number, error)
+        except Exception as exc:  # noqa: BLE001 - count it, keep loading
+            conn.close()
+            results.record(0, 0.0, None, type(exc).__name__)
+        finally:
+            self.pool.append(conn)
+
+    async def _poll(self, conn: HttpConnection, url: str) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        delay = 0.02
+        while True:
+            await asyncio.sleep(delay)
+            status, _, raw = await conn.request("GET", url, headers)
+            data = json.loads(raw)
+            if status != 200 or data.get("status") in ("succeeded", "failed"):
+                return (201 if data.get("status") == "succeeded" else status), raw
+            delay = min(delay * 1.5, 0.5)
+
+
+async def run_closed(client: Client, concurrency: int, duration: float, limit: int) -> Results:
+    results = Results(started=time.perf_counter())
+    deadline = results.started + duration
+    issued = 0
+
+    async def loop() -> None:
+        nonlocal issued
+        while time.perf_counter() < deadline and issued < limit:
+            issued += 1
+            await client.one(results, time.perf_counter())
+
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    results.finished = time.perf_counter()
+    return results
+
+
+async def run_open(client: Client, rate: float, duration: float, limit: int) -> Results:
+    results = Results(started=time.perf_counter())
+    total = min(int(rate * duration), limit)
+    tasks = []
+    for i in range(total):
+        scheduled = results.started + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(client.one(results, scheduled)))
+    await asyncio.gather(*tasks)
+    results.finished = time.perf_counter()
+    return results
+
+
+async def run_burst(client: Client, count: int) -> tuple[Results, float]:
+    """Submit ``count`` async requests at once; returns results and the time to accept all."""
+    results = Results(started=time.perf_counter())
+    accepted: list[str] = []
+    sem = asyncio.Semaphore(256)
+
+    async def submit() -> None:
+        async with sem:
+            conn = client._conn()
+            try:
+                status, _, raw = await conn.request("POST", f"{BASE}/requests",
+                                                    client.headers(), client.body())
+                if status == 202:
+                    accepted.append(json.loads(raw)["status_url"])
+                else:
+                    results.record(status, 0, None, f"submit {status}")
+            finally:
+                client.pool.append(conn)
+
+    await asyncio.gather(*(submit() for _ in range(count)))
+    accept_s = time.perf_counter() - results.started
+
+    async def collect(url: str) -> None:
+        async with sem:
+            conn = client._conn()
+            try:
+                status, raw = await client._poll(conn, url)
+                number = (json.loads(raw).get("result") or {}).get("document_number")
+                results.record(status, (time.perf_counter() - results.started) * 1000, number,
+                               None if number else "failed")
+            finally:
+                client.pool.append(conn)
+
+    await asyncio.gather(*(collect(u) for u in accepted))
+    results.finished = time.perf_counter()
+    return results, accept_s
+
+
+def setup_run(settings, project: str, keys: int) -> None:  # noqa: ANN001
+    """Catalog codes and one LETTER config for this run's own project."""
+    from shared.catalog import put_entry
+    from shared.clock import SystemClock
+    from shared.configs import create_config
+    from shared.db import get_engine, transaction
+
+    from shared.refcache import notify_reference_change
+
+    now = SystemClock().now()
+    with transaction(get_engine(settings.database_url)) as session:
+        put_entry(session, "project", project, project, True, now)
+        put_entry(session, "correspondence_type", "LETTER", "Letter", True, now)
+        put_entry(session, "organization", "ORG", "Originator", True, now)
+        for i in range(keys):
+            put_entry(session, "organization", f"R{i:03d}", f"Recipient {i}", True, now)
+        create_config(session, {"project": project, "correspondence_type": "LETTER",
+                                "template": "{PROJECT}-{ORIGINATOR}-{RECIPIENT}-{SEQ:6}-{YYYY}",
+                                "reset": "YEARLY"}, "loadtest", now)
+    notify_reference_change(settings)
+
+
+def verify_run(database_url: str, project: str, numbers: list[str]) -> dict:
+    """Distinct numbers; every counter of the run holds exactly 1..N."""
+    from sqlalchemy import select
+
+    from shared.db import get_engine, transaction
+    from shared.models import IssuedNumber
+
+    with transaction(get_engine(database_url)) as session:
+        rows = session.execute(select(IssuedNumber.counter_key, IssuedNumber.sequence,
+                                      IssuedNumber.document_number)
+                               .where(IssuedNumber.project == project)).all()
+    by_key: dict[str, list[int]] = {}
+    for row in rows:
+        by_key.setdefault(row.counter_key, []).append(row.sequence)
+    contiguous = all(sorted(s) == list(range(1, len(s) + 1)) for s in by_key.values())
+    distinct = len({r.document_number for r in rows}) == len(rows)
+    answered = set(numbers) <= {r.document_number for r in rows}
+    return {"ledger_rows": len(rows), "answers": len(numbers),
+            "answers_distinct": len(set(numbers)) == len(numbers), "ledger_distinct": distinct,
+            "counters": len(by_key), "contiguous": contiguous, "answers_in_ledger": answered,
+            "ok": distinct and contiguous and answered and len(set(numbers)) == len(numbers)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="docnum loadtest", description=__doc__.split("\n")[0])
+    p.add_argument("--url", default=None, help="service URL (default http://DOCNUM_HOST:PORT)")
+    p.add_argument("--mode", choices=("sync", "async"), default="sync")
+    p.add_argument("--keys", type=int, default=1, help="counter keys (1 = hot key)")
+    p.add_argument("--concurrency", type=int, default=32, help="closed loop: clients")
+    p.add_argument("--rate", type=float, default=0, help="open loop: requests per second")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds (at most 600)")
+    p.add_argument("--max-requests", type=int, default=MAX_REQUESTS)
+    p.add_argument("--burst", type=int, default=0, help="submit N async requests at once")
+    p.add_argument("--timeout", type=float, default=10.0, help="?timeout= for /generate")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured warm-up")
+    p.add_argument("--project", default=None, help="project code (default: a fresh one)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    from shared.auth import mint_token
+    from shared.settings import get_settings
+
+    args = build_parser().parse_args(argv)
+    duration = min(args.duration, MAX_DURATION_S)
+    settings = get_settings()
+    url = args.url or f"http://{settings.host}:{settings.port}"
+    project = args.project or f"LT{uuid.uuid4().hex[:8].upper()}"
+    setup_run(settings, project, args.keys)
+    token = mint_token(settings, "loadtest", ["correspondence.create", "correspondence.read"],
+                       ttl_seconds=int(duration) + 3600)
+    client = Client(url, token, project, args.keys, args.mode, args.timeout)
+
+    async def go() -> tuple[dict, list[str]]:
+        numbers: list[str] = []
+        if args.warmup > 0:
+            warm = await run_closed(client, min(args.concurrency, 8), args.warmup, 1000)
+            numbers += warm.numbers
+        if args.burst:
+            results, accept_s = await run_burst(client, min(args.burst, args.max_requests))
+            return {**results.summary(), "accepted_in_s": round(accept_s, 2)}, \
+                numbers + results.numbers
+        if args.rate:
+            results = await run_open(client, args.rate, duration, args.max_requests)
+        else:
+            results = await run_closed(client, args.concurrency, duration, args.max_requests)
+        return results.summary(), numbers + results.numbers
+
+    summary, numbers = asyncio.run(go())
+    report = {"project": project, "mode": args.mode, "keys": args.keys,
+              "concurrency": None if args.rate or args.burst else args.concurrency,
+              "rate": args.rate or None, "burst": args.burst or None, **summary}
+    # Verify everything the run produced, warm-up included.
+    report["verify"] = verify_run(settings.database_url, project, numbers)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        for key, value in report.items():
+            print(f"{key:>14}: {value}")
+    ok = report["verify"]["ok"] and not summary["errors"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
