@@ -9,12 +9,14 @@ from celery import Celery
 from flask import Flask, request
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from api.frontdoor import FrontDoor, RedisHealth
 from api.problems import problem_response
 from api.request_store import RedisRequestStore, SqlRequestStore
 from api.waiter import PollingWaiter, PubSubWaiter
+from shared import metrics, redis_urls
 from shared.clock import Clock, SystemClock
 from shared.db import get_engine, is_unreachable, service_busy
 from shared.errors import DocnumError
@@ -42,9 +44,16 @@ class Services:
     redis: redis.Redis | None
 
 
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
-                                health_check_interval=30)
+def redis_client(url: str, *, master_name: str | None = None,
+                 socket_timeout: float = 5.0) -> redis.Redis:
+    """A redis-py client for a ``redis://`` URL or a kombu-style ``sentinel://`` list
+    (``shared/redis_urls.py``; the workers' shard ownership lock uses the same function).
+
+    Short timeouts on purpose: the front door must notice a dead Redis within one request and
+    go to the DB-only path (SPEC §6). A refused connection fails in about a millisecond; a
+    host that does not answer costs at most the 2 s connect timeout.
+    """
+    return redis_urls.redis_client(url, master_name=master_name, socket_timeout=socket_timeout)
 
 
 def build_services(settings: Settings, celery: Celery | None = None,
@@ -54,8 +63,9 @@ def build_services(settings: Settings, celery: Celery | None = None,
         else engine
     celery = celery or make_celery(settings)
     client = None
-    if settings.result_backend.startswith(("redis://", "rediss://")):
-        client = redis_client(settings.result_backend)
+    if redis_urls.is_redis_url(settings.result_backend):
+        client = redis_client(settings.result_backend,
+                              master_name=settings.redis_sentinel_master)
         store = RedisRequestStore(client, settings.idempotency_ttl)
         waiter = PubSubWaiter(client, store.result)
         health = RedisHealth()
@@ -64,6 +74,8 @@ def build_services(settings: Settings, celery: Celery | None = None,
         waiter = PollingWaiter(store.result)
         health = None
     frontdoor = FrontDoor(settings, celery, engine, store, waiter, health)
+    for pool_engine in {engine, read_engine}:
+        metrics.track_pool(pool_engine)  # docnum_db_connection_pool_usage
     return Services(settings, engine, read_engine, celery, frontdoor, clock or SystemClock(),
                     client)
 
@@ -83,12 +95,17 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)
 
-    from api import routes_admin, routes_health, routes_issuing, routes_reference
+    from api import console, routes_admin, routes_health, routes_issuing, routes_lifecycle, \
+        routes_reference
+    from api.ratelimit import init_rate_limits
 
     app.register_blueprint(routes_health.bp)
     app.register_blueprint(routes_issuing.bp, url_prefix=BASE)
     app.register_blueprint(routes_reference.bp, url_prefix=BASE)
+    app.register_blueprint(routes_lifecycle.bp, url_prefix=BASE)
     app.register_blueprint(routes_admin.bp, url_prefix=BASE)
+    app.register_blueprint(console.bp, url_prefix="/console")  # the admin console (issue 8)
+    init_rate_limits(app, settings)
     _register_error_handlers(app)
     return app
 
@@ -114,6 +131,13 @@ def _register_error_handlers(app: Flask) -> None:
         log.exception("database error")
         return problem_response(DocnumError("INTERNAL_ERROR", "a database error occurred"),
                                 request)
+
+    @app.errorhandler(PoolTimeoutError)
+    def _pool_exhausted(error: PoolTimeoutError):  # noqa: ANN202
+        # Every pooled connection stayed busy for pool_timeout: the database is overloaded,
+        # which the client sees like an outage: 503 SERVICE_BUSY with Retry-After.
+        log.warning("database connection pool exhausted: %s", error)
+        return problem_response(service_busy(), request)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):  # noqa: ANN202

@@ -35,7 +35,23 @@ def _redact(url: str) -> str:
         return "<url>"
 
 
+# Optional per-worker exporter (docs/operations.md, "Metrics"): port and listen address.
+WORKER_METRICS_PORT = "DOCNUM_WORKER_METRICS_PORT"
+WORKER_METRICS_ADDRESS = "DOCNUM_WORKER_METRICS_ADDRESS"
+
+
+def _metrics_dir() -> str | None:
+    """Make sure ``PROMETHEUS_MULTIPROC_DIR`` exists when it is set (prometheus_client fails on
+    a missing one). It is wiped only where every process sharing it starts: ``docnum up``, or
+    the service manager before it starts the API and the workers (docs/operations.md)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def cmd_api(args: argparse.Namespace) -> int:
+    _metrics_dir()
     settings = _settings()
     # Deployments point DOCNUM_GUNICORN_CONFIG at deploy/gunicorn.conf.py (layered on ours).
     config = os.environ.get("DOCNUM_GUNICORN_CONFIG") or "python:api.gunicorn_conf"
@@ -60,8 +76,6 @@ def _parse_shards(raw: str, shards: int) -> list[int]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.celery_app import make_celery
-
     settings = _settings()
     if args.maintenance:
         queues, name = [MAINTENANCE_QUEUE], "maintenance"
@@ -69,13 +83,80 @@ def cmd_worker(args: argparse.Namespace) -> int:
         shards = _parse_shards(args.shards or "", settings.queue_shards)
         queues = [shard_queue(s) for s in shards]
         name = "shard" + "-".join(map(str, shards))
-    celery = make_celery(settings)
+    # Refuse to become a second consumer of a shard another live worker owns (Redis lock with
+    # a heartbeat, workers/ownership.py); held until this process exits.
+    ownership = None if args.maintenance else _claim_shards(settings, queues,
+                                                            args.owner_instance)
+    if ownership == REFUSED:
+        return OWNERSHIP_REFUSED_EXIT
+    metrics_dir = _metrics_dir()
     # One solo process per worker: each shard queue has exactly one consumer, which serves
-    # its counters strictly one message after another.
-    celery.worker_main(argv=["worker", "-Q", ",".join(queues), "-P", "solo", "-c", "1",
-                             "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
-                             "-l", args.loglevel])
+    # its counters strictly one message after another. Solo also means the samples of every
+    # task land in this process's files in PROMETHEUS_MULTIPROC_DIR, summed by the API.
+    try:
+        from workers.celery_app import make_celery
+
+        celery = make_celery(settings)
+        if os.environ.get(WORKER_METRICS_PORT):
+            # A worker with a metrics directory of its own (a container per worker) is scraped
+            # on its own port; under `docnum up` the API's /metrics already includes it.
+            from shared.metrics import serve_process_metrics
+
+            serve_process_metrics(int(os.environ[WORKER_METRICS_PORT]),
+                                  os.environ.get(WORKER_METRICS_ADDRESS) or "127.0.0.1")
+        loglevel = args.loglevel or ("info" if args.maintenance else "warning")
+        celery.worker_main(argv=["worker", "-Q", ",".join(queues), "-P", "solo", "-c", "1",
+                                 "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
+                                 "-l", loglevel])
+    finally:
+        if ownership is not None:
+            ownership.release()
+        if metrics_dir:
+            from prometheus_client import multiprocess
+
+            # Drop this process's live gauges (pool usage); its counters stay summed.
+            multiprocess.mark_process_dead(os.getpid(), metrics_dir)
+    if ownership is not None and ownership.lost:
+        # Stopped because another worker took a shard over: not a clean exit, so that the
+        # service manager restarts it (and it is refused while the other owner lives).
+        return OWNERSHIP_REFUSED_EXIT
     return 0
+
+
+REFUSED = "refused"
+OWNERSHIP_REFUSED_EXIT = 3
+OWNERSHIP_CONNECT_RETRY_S = 2.0
+
+
+def _claim_shards(settings, queues: list[str], instance: str | None):  # noqa: ANN001, ANN202
+    """The worker's ShardOwnership, None without Redis, or REFUSED (message on stderr)."""
+    import time
+
+    import redis
+
+    from workers.ownership import ShardOwned, claim_shards
+
+    if not settings.uses_redis:
+        print("docnum worker: shard ownership lock skipped (the broker is not Redis: "
+              "embedded default)", file=sys.stderr, flush=True)
+        return None
+    while True:
+        try:
+            ownership = claim_shards(settings, queues, instance)
+        except ShardOwned as refused:
+            print(f"docnum worker: {refused}", file=sys.stderr, flush=True)
+            return REFUSED
+        except redis.RedisError as exc:
+            # Like Celery's own startup retry: Redis may be restarting or failing over.
+            print(f"docnum worker: cannot reach Redis to take the shard ownership lock "
+                  f"({exc}); retrying in {OWNERSHIP_CONNECT_RETRY_S:.0f} s", file=sys.stderr,
+                  flush=True)
+            time.sleep(OWNERSHIP_CONNECT_RETRY_S)
+            continue
+        print(f"docnum worker: owning {', '.join(queues)} as {ownership.holder} (lock TTL "
+              f"{settings.shard_owner_ttl} s, refreshed every "
+              f"{settings.shard_owner_ttl / 3:.0f} s)", file=sys.stderr, flush=True)
+        return ownership
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
@@ -89,6 +170,9 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
+    # Flower exports its own /metrics from its own registry; it must not write into the
+    # directory the API sums (it would be counted there and again by its own scrape job).
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from workers.celery_app import make_celery
 
     settings = _settings()
@@ -144,6 +228,10 @@ def cmd_catalog_load(args: argparse.Namespace) -> int:
                 changed += 1
                 write_audit(session, "CATALOG_CHANGE", actor, now,
                             before=before.to_dict() if before else None, after=after.to_dict())
+    if changed:
+        from shared.refcache import notify_reference_change
+
+        notify_reference_change(settings)
     print(f"{len(entries)} entries read, {changed} created or changed")
     return 0
 
@@ -171,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     group = worker.add_mutually_exclusive_group(required=True)
     group.add_argument("--shards", help="comma list of shard numbers this process consumes")
     group.add_argument("--maintenance", action="store_true", help="the maintenance queue")
-    worker.add_argument("--loglevel", default="info")
+    # Shard workers log warnings and errors only: a line per task costs ~15 % of their CPU.
+    worker.add_argument("--loglevel", default=None,
+                        help="default: warning for shard workers, info for maintenance")
+    # Set by `docnum up` per child slot: a restarted child takes over its dead predecessor's
+    # shard ownership keys at once instead of waiting for them to expire.
+    worker.add_argument("--owner-instance", help=argparse.SUPPRESS)
     worker.set_defaults(func=cmd_worker)
 
     beat = sub.add_parser("beat", help="Celery beat (maintenance schedule); run exactly one")
@@ -204,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["loadtest"]:  # its options are its own (argparse REMAINDER drops --flags)
+        from cli.loadtest import main as loadtest_main
+
+        return loadtest_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 
 log = logging.getLogger("docnum.up")
@@ -30,7 +31,9 @@ class Child:
     next_start: float = 0.0
 
     def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(self.argv, env=env)
+        # Its own process group: stopping the child also reaches what it forked (gunicorn's
+        # workers), so nothing outlives `docnum up` holding a port.
+        self.process = subprocess.Popen(self.argv, env=env, start_new_session=True)
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
 
@@ -61,6 +64,7 @@ class Supervisor:
                 code = child.process.poll()
                 if code is None:
                     continue
+                _kill_group(child.process.pid)  # its forks die with it (a port stays free)
                 child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
                 child.restarts.append(now)
                 if len(child.restarts) > MAX_RESTARTS:
@@ -84,9 +88,19 @@ class Supervisor:
                 child.process.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop in time; killing it", child.name)
-                child.process.kill()
-                child.process.wait()
+        for child in self.children:
+            if child.process is not None:
+                _kill_group(child.process.pid)  # stragglers of the group, e.g. orphaned forks
+                if child.process.poll() is None:
+                    child.process.wait()
         log.info("all stopped")
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def shard_groups(shards: int, processes: int) -> list[list[int]]:
@@ -101,9 +115,15 @@ def docnum_argv(*args: str) -> list[str]:
 
 def build_children(shards: int, worker_processes: int, with_beat: bool = True) -> list[Child]:
     children = [Child("api", docnum_argv("api"))]
+    run = uuid.uuid4().hex[:8]
     for group in shard_groups(shards, worker_processes):
         label = ",".join(map(str, group))
-        children.append(Child(f"worker[{label}]", docnum_argv("worker", "--shards", label)))
+        # A child is restarted only after it exited: with Redis, its replacement may take over
+        # its shard ownership keys at once (same slot) instead of being refused until they
+        # expire (workers/ownership.py).
+        slot = f"up-{run}-" + "-".join(map(str, group))
+        children.append(Child(f"worker[{label}]", docnum_argv(
+            "worker", "--shards", label, "--owner-instance", slot)))
     children.append(Child("maintenance", docnum_argv("worker", "--maintenance")))
     if with_beat:
         children.append(Child("beat", docnum_argv("beat")))

@@ -75,15 +75,55 @@ def database_url(server_db_url: str) -> Iterator[str]:
     admin.dispose()
 
 
+CLAIM_KEY = "docnum:test-claim"
+
+
+def claim_redis_dbs(base_url: str, count: int) -> list[str]:
+    """Claim ``count`` empty Redis DBs (1-15) for this process; released (flushed) after.
+
+    Several test sessions may share the machine's Redis (a developer's run beside CI's): each
+    takes DBs nobody else holds (``SET NX`` of a claim key with a TTL) instead of fixed numbers.
+    """
+    claimed: list[str] = []
+    for db in range(1, 16):
+        client = redis_lib.Redis.from_url(f"{base_url}/{db}")
+        holder = f"{os.getpid()}:{uuid.uuid4().hex}"
+        if client.set(CLAIM_KEY, holder, nx=True, ex=3600):
+            if client.dbsize() != 1:  # somebody else's data (a running service): not ours
+                client.delete(CLAIM_KEY)
+                continue
+            claimed.append(f"{base_url}/{db}")
+            if len(claimed) == count:
+                return claimed
+    release_redis_dbs(claimed)
+    raise RuntimeError(f"no {count} free Redis DBs among 1-15 on {base_url}")
+
+
+def release_redis_dbs(urls: list[str]) -> None:
+    for url in urls:
+        redis_lib.Redis.from_url(url).flushdb()  # our data and our claim
+
+
 @pytest.fixture(scope="session")
 def redis_dbs(redis_base_url: str) -> Iterator[tuple[str, str]]:
-    """Broker on DB 13, results on DB 14: emptied before and after the session."""
-    broker, backend = f"{redis_base_url}/13", f"{redis_base_url}/14"
-    for url in (broker, backend):
-        redis_lib.Redis.from_url(url).flushdb()
+    """Broker and result backend DBs of this session, claimed, emptied after."""
+    broker, backend = claim_redis_dbs(redis_base_url, 2)
     yield broker, backend
-    for url in (broker, backend):
-        redis_lib.Redis.from_url(url).flushdb()
+    release_redis_dbs([broker, backend])
+
+
+@pytest.fixture
+def fresh_redis_dbs(redis_base_url: str) -> Iterator[Callable[[int], list[str]]]:
+    """For tests that need Redis DBs of their own (a second app, a subprocess worker)."""
+    taken: list[str] = []
+
+    def take(count: int = 2) -> list[str]:
+        urls = claim_redis_dbs(redis_base_url, count)
+        taken.extend(urls)
+        return urls
+
+    yield take
+    release_redis_dbs(taken)
 
 
 def make_settings(database_url: str, broker: str, backend: str, var_dir: Path,
@@ -91,7 +131,11 @@ def make_settings(database_url: str, broker: str, backend: str, var_dir: Path,
     env = {"DOCNUM_DATABASE_URL": database_url, "DOCNUM_BROKER_URL": broker,
            "DOCNUM_RESULT_BACKEND": backend, "DOCNUM_JWT_SECRET": JWT_SECRET,
            "DOCNUM_VAR_DIR": str(var_dir), "DOCNUM_QUEUE_SHARDS": "4",
-           "DOCNUM_VISIBILITY_TIMEOUT": "5", **extra}
+           "DOCNUM_VISIBILITY_TIMEOUT": "5",
+           # Rate limits are tested on their own app (test_ratelimit.py); elsewhere they must
+           # never get in the way.
+           "DOCNUM_RATE_LIMIT_USER": "1000000/minute", "DOCNUM_RATE_LIMIT_IP": "1000000/minute",
+           **extra}
     return load_settings(env)
 
 
@@ -158,8 +202,20 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
         conn.execute(text("SET FOREIGN_KEY_CHECKS=1"))
     if "redis_dbs" in request.fixturenames:
         _, backend = request.getfixturevalue("redis_dbs")
-        redis_lib.Redis.from_url(backend).flushdb()
+        client = redis_lib.Redis.from_url(backend)
+        # Forget earlier tests' answers and request records, but keep holding the DB.
+        stale = [k for k in client.scan_iter(count=1000) if k != CLAIM_KEY.encode()]
+        if stale:
+            client.delete(*stale)
+        bump_reference_generation(backend)
     yield
+
+
+def bump_reference_generation(backend_url: str) -> None:
+    """Tests write catalog and configs behind the API's back: tell its caches (refcache)."""
+    from shared.refcache import GENERATION_KEY
+
+    redis_lib.Redis.from_url(backend_url).set(GENERATION_KEY, uuid.uuid4().hex)
 
 
 @pytest.fixture
@@ -205,7 +261,7 @@ VECTOR_CONFIGS = {
 
 
 @pytest.fixture
-def seed(engine) -> Callable[..., dict[str, int]]:  # noqa: ANN001
+def seed(engine, settings) -> Callable[..., dict[str, int]]:  # noqa: ANN001
     """Load the test catalog and the SPEC vector configs straight through the services."""
     from shared.catalog import put_entry
     from shared.clock import SystemClock
@@ -220,10 +276,12 @@ def seed(engine) -> Callable[..., dict[str, int]]:  # noqa: ANN001
             for kind, codes in CATALOG.items():
                 for code in codes:
                     put_entry(session, kind, code, f"{kind} {code}", True, now)
-            for ctype, (template, reset) in (configs or VECTOR_CONFIGS).items():
+            for ctype, (template, reset) in (VECTOR_CONFIGS if configs is None
+                                             else configs).items():
                 body = {"project": project, "correspondence_type": ctype, "template": template,
                         "reset": reset}
                 ids[ctype] = create_config(session, body, "seed", now).id
+        bump_reference_generation(settings.result_backend)
         return ids
 
     return run

@@ -7,6 +7,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from shared import metrics, redis_urls
+from shared.db import get_engine
 from shared.routing import MAINTENANCE_QUEUE, all_shard_queues
 from shared.settings import Settings, get_settings
 from workers import embedded, maintenance
@@ -31,8 +33,13 @@ def celery_config(settings: Settings) -> dict:
                              "socket_connect_timeout": 2, "socket_timeout": 10}
         backend_options = {"visibility_timeout": settings.visibility_timeout}
         if settings.redis_sentinel_master:
-            transport_options["master_name"] = settings.redis_sentinel_master
-            backend_options["master_name"] = settings.redis_sentinel_master
+            # sentinel://…;sentinel://… URLs: kombu and Celery ask the Sentinels for this
+            # master on every (re)connect, so both follow a failover. The URL's password is
+            # the master's; the Sentinels are asked without one, with short timeouts (Celery's
+            # backend would otherwise wait on a silent Sentinel without a limit).
+            for options in (transport_options, backend_options):
+                options["master_name"] = settings.redis_sentinel_master
+                options["sentinel_kwargs"] = redis_urls.sentinel_kwargs()
     queues = [Queue(name) for name in all_shard_queues(settings.queue_shards)]
     queues.append(Queue(MAINTENANCE_QUEUE))
     return {
@@ -79,6 +86,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
     tasks.register(celery)
     maintenance.register(celery)
+    # docnum_db_connection_pool_usage of the process that runs the tasks (engines are cached
+    # per URL, so this is the very engine the tasks will use; nothing connects yet).
+    metrics.track_pool(get_engine(settings.database_url))
     return celery
 
 

@@ -51,7 +51,7 @@ def test_up_on_the_embedded_default(tmp_path: Path) -> None:
         def ready() -> bool:
             try:
                 return requests.get(f"{url}/readyz", timeout=2).status_code == 200
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or too busy starting to answer
                 return False
 
         wait_for(ready, timeout=90, interval=0.5, message="docnum up to be ready")

@@ -40,22 +40,24 @@ def _start_worker(settings, log: Path) -> subprocess.Popen:  # noqa: ANN001
                DOCNUM_BROKER_URL=settings.broker_url, DOCNUM_RESULT_BACKEND=settings.result_backend,
                DOCNUM_JWT_SECRET=settings.jwt_secret, DOCNUM_VAR_DIR=str(settings.var_dir),
                DOCNUM_QUEUE_SHARDS=str(settings.queue_shards),
-               DOCNUM_VISIBILITY_TIMEOUT=str(settings.visibility_timeout))
+               DOCNUM_VISIBILITY_TIMEOUT=str(settings.visibility_timeout),
+               # A killed worker's shard ownership keys outlive it by this TTL (not 30 s).
+               DOCNUM_SHARD_OWNER_TTL="3")
     shards = ",".join(str(i) for i in range(settings.queue_shards))
+    # The same owner slot as a supervisor restart uses: the replacement may take over the
+    # dead worker's shard ownership at once (workers/ownership.py).
     return subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--shards", shards,
-                             "--loglevel", "warning"],
+                             "--loglevel", "warning", "--owner-instance", "kill-test"],
                             env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
-def test_sigkilled_worker_loses_nothing(database_url, redis_base_url, tmp_path, seed, engine,
+def test_sigkilled_worker_loses_nothing(database_url, fresh_redis_dbs, tmp_path, seed, engine,
                                         token):  # noqa: ANN001
     import redis
 
     from api.app import create_app
 
-    broker, backend = f"{redis_base_url}/11", f"{redis_base_url}/12"
-    for url in (broker, backend):
-        redis.Redis.from_url(url).flushdb()
+    broker, backend = fresh_redis_dbs(2)
     settings = make_settings(database_url, broker, backend, tmp_path / "var")
     client = create_app(settings).test_client()
     seed()
@@ -85,6 +87,9 @@ def test_sigkilled_worker_loses_nothing(database_url, redis_base_url, tmp_path, 
         held = unacked.hlen("unacked")
         assert held >= 1, "the worker held no message when it was killed"
         assert issued_at_kill < REQUESTS, "the worker finished before it could be killed"
+        # Its replacement would be refused (exit 3) while the dead worker's ownership keys live.
+        wait_for(lambda: not unacked.keys("docnum:shard-owner:*"), timeout=10, interval=0.1,
+                 message="the killed worker's shard ownership keys to expire")
         second = _start_worker(settings, log)
         try:
             wait_for(lambda: _ledger_count(engine) >= REQUESTS, timeout=90, interval=0.1,
