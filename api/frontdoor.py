@@ -25,7 +25,7 @@ from api.request_store import Record
 from api.waiter import PubSubWaiter
 from shared import issuing, ledger, metrics
 from shared.allocation import Outcome
-from shared.db import service_busy, transaction
+from shared.db import ledger_identity, service_busy, transaction
 from shared.errors import DocnumError
 from shared.clock import SystemClock, iso
 from shared.context import NumberingContext
@@ -144,9 +144,9 @@ def answer_from_result(request_id: str, result: dict) -> Answer:
     if result.get("ok"):
         return Answer(request_id, "succeeded", number=result["number"])
     error = DocnumError.from_dict(result.get("error") or {})
-    if error.code == "SERVICE_BUSY" and error.retry_after is None:
-        # The worker's SERVICE_BUSY (database down) crosses the result backend without its
-        # Retry-After; SPEC §6 wants the 503 to carry one all the same.
+    if error.status == 503 and error.retry_after is None:
+        # Answers stored before errors carried Retry-After across the result backend;
+        # SPEC §6 wants every 503 to carry one.
         error.retry_after = service_busy().retry_after
     return Answer(request_id, "failed", error=error)
 
@@ -185,10 +185,10 @@ class FastFailPublisher:
                 self._pool = connection.Pool(limit=self.POOL_LIMIT)
             return self._pool
 
-    def send(self, name: str, args: list, queue: str) -> None:
+    def send(self, name: str, args: list, queue: str, kwargs: dict | None = None) -> None:
         with self._connections().acquire(block=True, timeout=5) as connection:
-            self.celery.send_task(name, args=args, queue=queue, ignore_result=True,
-                                  retry=False, connection=connection)
+            self.celery.send_task(name, args=args, kwargs=kwargs, queue=queue,
+                                  ignore_result=True, retry=False, connection=connection)
 
 
 class _SessionReference:
@@ -220,7 +220,8 @@ class FrontDoor:
         self.publisher = FastFailPublisher(celery) if health is not None else None
         # Requests for one shard that arrive together leave as one message (api/coalescer.py).
         self.coalescer = Coalescer(
-            lambda queue, messages: self.publisher.send(ALLOCATE_TASK, [messages], queue),
+            lambda queue, messages: self.publisher.send(
+                ALLOCATE_TASK, [messages], queue, kwargs={"ledger": ledger_identity(engine)}),
             inflight_limit=settings.coalesce_inflight)
         if isinstance(waiter, PubSubWaiter):
             waiter.on_answer = self.coalescer.answered
@@ -314,6 +315,7 @@ class FrontDoor:
             self.coalescer.publish(queue, request.request_id, request.to_message())
         else:
             self.celery.send_task(ALLOCATE_TASK, args=[[request.to_message()]],
+                                  kwargs={"ledger": ledger_identity(self.engine)},
                                   queue=queue, ignore_result=True, retry=False)
 
     def _load_snapshot(self) -> Snapshot:

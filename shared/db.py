@@ -39,7 +39,7 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_timeout=30)
         _configure_sqlite(engine)
@@ -53,18 +53,53 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         max_overflow=10,
         pool_timeout=10,
         pool_recycle=3600,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
+        # Every use is an explicit transaction that ends in COMMIT or ROLLBACK, so the pool's
+        # own ROLLBACK on check-in would only cost a round trip per transaction.
+        pool_reset_on_return=None,
         connect_args=connect_args,
     )
 
 
-def get_engine(url: str) -> Engine:
-    """One engine (and pool) per URL per process."""
+def engine_key(url: str, pre_ping: bool = True) -> str:
+    return f"{url}#pre_ping={pre_ping}"
+
+
+def get_engine(url: str, *, pre_ping: bool = True) -> Engine:
+    """One engine (and pool) per URL per process.
+
+    The shard workers' allocation path asks for ``pre_ping=False``: the ping is a round trip
+    per transaction, and a connection found dead instead fails its transaction as "database
+    unreachable", which the worker retries after 0.25 s on a fresh pool (SQLAlchemy discards
+    the whole pool on a disconnect).
+    """
+    key = engine_key(url, pre_ping)
     with _lock:
-        engine = _engines.get(url)
+        engine = _engines.get(key)
         if engine is None:
-            engine = _engines[url] = make_engine(url)
+            engine = _engines[key] = make_engine(url, pre_ping=pre_ping)
         return engine
+
+
+_identities: dict[str, str] = {}
+
+
+def ledger_identity(engine: Engine) -> str:
+    """Which database this engine writes to, as the server itself names it.
+
+    The front door stamps it on every allocation message and a worker serves only messages
+    for its own ledger: two deployments sharing one Redis by mistake (staging and production,
+    say) would otherwise serve each other's requests from the wrong ledger.
+    """
+    key = str(engine.url)
+    if key not in _identities:
+        if engine.dialect.name in ("mysql", "mariadb"):
+            with engine.connect() as conn:
+                _identities[key] = conn.exec_driver_sql(
+                    "SELECT CONCAT(@@hostname, ':', @@port, '/', DATABASE())").scalar_one()
+        else:
+            _identities[key] = f"sqlite:{engine.url.database}"
+    return _identities[key]
 
 
 def dispose_engines() -> None:

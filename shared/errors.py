@@ -37,6 +37,7 @@ CATALOG: dict[str, tuple[int, str, str]] = {
     "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported media type", "ไม่รองรับชนิดข้อมูลนี้"),
     "RATE_LIMITED": (429, "Too many requests", "มีคำขอมากเกินไป"),
     "SERVICE_BUSY": (503, "Service busy", "ระบบกำลังยุ่ง"),
+    "MISROUTED": (503, "Request reached another deployment", "คำขอถูกส่งไปยังระบบอื่น"),
     "INTERNAL_ERROR": (500, "Internal error", "เกิดข้อผิดพลาดภายในระบบ"),
 }
 
@@ -81,6 +82,8 @@ class DocnumError(Exception):
             out["errors"] = [e.as_dict() for e in self.errors]
         if self.extra:
             out["extra"] = self.extra
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
         return out
 
     @classmethod
@@ -91,6 +94,8 @@ class DocnumError(Exception):
             detail=str(data.get("detail", "")),
             errors=[FieldError(e["field"], e["message"]) for e in data.get("errors", [])],
             extra=dict(data.get("extra", {})),
+            retry_after=data.get("retry_after") if isinstance(data.get("retry_after"), int)
+            else None,
         )
 
 

@@ -11,7 +11,7 @@ from celery.backends.redis import RedisBackend
 from shared import metrics
 from shared.allocation import Outcome, allocate_many, record_failures
 from shared.clock import SystemClock
-from shared.db import get_engine
+from shared.db import get_engine, ledger_identity
 from shared.errors import DocnumError
 from shared.issuing import AllocationRequest
 from shared.settings import Settings
@@ -26,9 +26,23 @@ DB_OUTAGE_PATIENCE_S = 20.0
 
 def register(celery: Celery) -> None:
     @celery.task(name=ALLOCATE_TASK, bind=True, ignore_result=True)
-    def allocate(self, messages: list[dict]) -> int:  # noqa: ANN001
-        requests = [AllocationRequest.from_message(m) for m in messages]
+    def allocate(self, messages: list[dict], ledger: str | None = None) -> int:  # noqa: ANN001
         settings: Settings = self.app.conf.docnum_settings
+        own = ledger_identity(get_engine(settings.database_url, pre_ping=False))
+        requests = [AllocationRequest.from_message(m) for m in messages]
+        if ledger is not None and ledger != own:
+            # Published by the front door of another deployment that shares this broker: its
+            # requests belong to its own ledger. Never number them here; answer each with a
+            # retryable error (putting them back would let them starve this shard) and say so
+            # loudly: each deployment needs its own Redis databases.
+            log.error("refused %d requests for ledger %s: this worker serves ledger %s; two "
+                      "deployments share one broker", len(requests), ledger, own)
+            error = DocnumError("MISROUTED", f"the request reached a worker of another "
+                                             f"deployment ({own}); retry it", retry_after=1)
+            store_outcomes(self.app, requests, [Outcome(r.request_id, error=error)
+                                                for r in requests])
+            return 0
+        requests = [AllocationRequest.from_message(m) for m in messages]
         outcomes = serve_requests(settings, requests)
         store_outcomes(self.app, requests, outcomes)
         return len(outcomes)
@@ -37,7 +51,7 @@ def register(celery: Celery) -> None:
 def serve_requests(settings: Settings, requests: list[AllocationRequest], *,
                    fallback_used: str = "NONE") -> list[Outcome]:
     """Allocate a batch: grouped by counter key, all keys in one transaction; keeps order."""
-    engine = get_engine(settings.database_url)
+    engine = get_engine(settings.database_url, pre_ping=False)
     clock = SystemClock()
     groups: dict[str, list[AllocationRequest]] = {}
     for request in requests:

@@ -165,7 +165,8 @@ def test_exhausted_connection_pool_is_503_service_busy(database_url, seed, tmp_p
     # An equivalent URL of its own, so that every engine lookup of this app gets the tiny pool.
     url = database_url + "&connect_timeout=4"
     tiny = create_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2)
-    monkeypatch.setitem(db._engines, url, tiny)
+    for pre_ping in (True, False):  # the API's engine and the allocation path's
+        monkeypatch.setitem(db._engines, db.engine_key(url, pre_ping), tiny)
     settings, client = _app_on(url, tmp_path)
     try:
         with tiny.connect():  # the only connection is busy
