@@ -372,6 +372,7 @@ class ImportStash:
                 continue
 
 
-__all__ = ["AUDIT_CSV_COLUMNS", "ImportStash", "audit_csv", "catalog_codes", "configs_by_project",
-           "configs_of_counter", "counters_page", "floor_check", "override_plan", "replacement_chain",
-           "resets_overview", "sample_context", "utilization_level", "version_diffs"]
+__all__ = ["AUDIT_CSV_COLUMNS", "ImportStash", "audit_csv", "catalog_codes",
+           "configs_by_project", "configs_of_counter", "counters_page", "floor_check",
+           "override_plan", "replacement_chain", "resets_overview", "sample_context",
+           "utilization_level", "version_diffs"]

@@ -7,6 +7,7 @@ on that counter would get if nothing else were issued first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
@@ -62,8 +63,8 @@ def preview_config(session: Session, ctx: NumberingContext, body: dict,
                       version=base.version, active=True)
 
 
-def preview_numbers(session: Session, ctx: NumberingContext, body: dict, *, now, timezone: str,  # noqa: ANN001
-                    count: int = 1, base: ConfigView | None = None) -> Preview:
+def preview_numbers(session: Session, ctx: NumberingContext, body: dict, *, now: datetime,
+                    timezone: str, count: int = 1, base: ConfigView | None = None) -> Preview:
     """The next ``count`` numbers of the context's counter, consuming nothing.
 
     The first number raises what issuing would (``SEQUENCE_EXHAUSTED``, ``NUMBER_LENGTH``);

@@ -368,5 +368,5 @@ def _gaps_of(session: Session, counter: Counter, from_seq: int | None, want: int
     return out
 
 
-__all__ = ["AuditFilter", "audit_filter", "config_shapes", "gaps_report", "key_belongs_to", "list_counters",
-           "parse_counter_key", "parse_instant", "query_audit"]
+__all__ = ["AuditFilter", "audit_filter", "config_shapes", "gaps_report", "key_belongs_to",
+           "list_counters", "parse_counter_key", "parse_instant", "query_audit"]

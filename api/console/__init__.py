@@ -149,6 +149,24 @@ def _before() -> object:
     return None
 
 
+# Only this site's own script, styles and forms; no framing. Style attributes are allowed for the
+# utilization bars' widths.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+       "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "object-src 'none'")
+
+
+@bp.after_request
+def _headers(response):  # noqa: ANN001, ANN202
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "console.static":
+        response.headers["Cache-Control"] = "no-store"  # pages show ledger and audit data
+    return response
+
+
 # --------------------------------------------------------------------------- templates
 
 def _lang_url(lang: str) -> str:

@@ -95,6 +95,10 @@ def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie_and_signs_out(app, 
     assert cookie.startswith("docnum_console=")
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
     assert "Secure" not in cookie  # plain http here; https below
+    page = client.get("/console/templates")
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["Cache-Control"] == "no-store"
+    assert page.headers["X-Frame-Options"] == "DENY"
     home = client.get("/console/")
     assert home.status_code == 200 and 'id="signed-in-as"' in text(home) and "ann" in text(home)
 
@@ -388,8 +392,8 @@ def test_counters_show_utilization_levels_and_link_to_gaps(app, token, seed, eng
     assert 'data-counter="LCBP3|ORIGINATOR=TEAM-B|RECIPIENT=TEAM-A|Y2025" data-level="red"' \
         in page
     assert 'class="bar red"' in page and 'class="bar amber"' in page
-    gaps = console.get("/console/counters/gaps",
-                       query_string={"counter_key": "LCBP3|ORIGINATOR=TEAM-A|RECIPIENT=TEAM-B|Y2025"})
+    amber_key = "LCBP3|ORIGINATOR=TEAM-A|RECIPIENT=TEAM-B|Y2025"
+    gaps = console.get("/console/counters/gaps", query_string={"counter_key": amber_key})
     assert gaps.status_code == 200 and 'data-state="MISSING"' in text(gaps)
 
 
