@@ -1,6 +1,7 @@
 """Shard ownership: a second consumer of an owned shard is refused; it may take over once the
 owner stops (keys deleted) or dies (keys expire, ``DOCNUM_SHARD_OWNER_TTL`` after the last
-heartbeat). Real ``docnum worker`` subprocesses against the machine's Redis, DBs 9 and 10.
+heartbeat). Real ``docnum worker`` subprocesses against two Redis DBs of the machine's Redis
+claimed for the test.
 """
 from __future__ import annotations
 
@@ -24,13 +25,9 @@ TTL_S = 3
 
 
 @pytest.fixture
-def broker(redis_base_url: str):  # noqa: ANN201
-    urls = f"{redis_base_url}/9", f"{redis_base_url}/10"
-    for url in urls:
-        redis.Redis.from_url(url).flushdb()
-    yield urls
-    for url in urls:
-        redis.Redis.from_url(url).flushdb()
+def broker(fresh_redis_dbs):  # noqa: ANN001, ANN201
+    """Broker and result DBs of this test alone (claimed, emptied after)."""
+    return tuple(fresh_redis_dbs(2))
 
 
 class Workers:
