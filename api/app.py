@@ -121,7 +121,12 @@ def _register_error_handlers(app: Flask) -> None:
         detail = error.description or ""
         if error.code == 413:
             detail = f"the request body is larger than {MAX_BODY_BYTES} bytes"
-        return problem_response(DocnumError(code, detail), request)
+        response = problem_response(DocnumError(code, detail), request)
+        # 405 must say what is allowed (RFC 9110 §15.5.6; found by schemathesis).
+        allow = dict(error.get_headers()).get("Allow")
+        if allow:
+            response.headers["Allow"] = allow
+        return response
 
     @app.errorhandler(DBAPIError)
     def _db_error(error: DBAPIError):  # noqa: ANN202

@@ -82,13 +82,12 @@ class DatabaseProbe:
     touches the database at the front door: during a database outage a ``/generate`` would
     queue, wait its whole timeout for a worker that is itself waiting for the database
     (workers/tasks.py, ``DB_OUTAGE_PATIENCE_S``) and answer 202. The front door asks this probe
-    instead, when a wait ends without an answer and before queueing while the last probe saw
-    the database down, and answers ``503 SERVICE_BUSY`` with ``Retry-After``.
+    instead (``FrontDoor.check_database``).
 
     ``SELECT 1`` over a fresh connection (no pool: a pooled connection to a dead server is
     exactly what must not be trusted) with a 1 s connect timeout, at most once per
-    ``INTERVAL_S`` per process. Threads that ask while another thread probes get the previous
-    answer rather than waiting.
+    ``INTERVAL_S`` per process; threads that ask while another thread probes wait for its
+    answer. ``/readyz`` reports what it saw too (``observe``).
     """
 
     INTERVAL_S = 1.0
@@ -99,6 +98,7 @@ class DatabaseProbe:
         self._engine = engine if url.startswith("sqlite") else None
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
+        self._down_seen_at = float("-inf")
         self.last_ok = True
 
     def _probe_engine(self) -> Engine:
@@ -119,25 +119,38 @@ class DatabaseProbe:
         except Exception:  # noqa: BLE001 - any failure means "not reachable"
             return False
 
+    def observe(self, ok: bool) -> None:
+        """Record a result (a probe of ours, or ``/readyz``'s own check)."""
+        if ok != self.last_ok:
+            log.warning("database %s", "reachable again" if ok else "unreachable")
+        now = time.monotonic()
+        self.last_ok, self._checked_at = ok, now
+        if not ok:
+            self._down_seen_at = now
+
     def reachable(self) -> bool:
         if time.monotonic() - self._checked_at < self.INTERVAL_S:
             return self.last_ok
-        if not self._lock.acquire(blocking=False):
-            return self.last_ok  # another thread is probing right now
+        # Stale: probe, or wait for the thread probing right now and share its answer (a stale
+        # "up" would turn the first waiters of an outage into 202s). Bounded: a probe costs at
+        # most its connect and read timeouts.
+        if not self._lock.acquire(timeout=self.CONNECT_TIMEOUT_S + 3):
+            return self.last_ok
         try:
             if time.monotonic() - self._checked_at >= self.INTERVAL_S:
-                ok = self._check()
-                if ok != self.last_ok:
-                    log.warning("database %s", "reachable again" if ok else "unreachable")
-                self.last_ok, self._checked_at = ok, time.monotonic()
+                self.observe(self._check())
             return self.last_ok
         finally:
             self._lock.release()
 
+    def down_within(self, seconds: float) -> bool:
+        """Seen down by a probe in the last ``seconds``."""
+        return time.monotonic() - self._down_seen_at < seconds
+
 
 # Failures that say nothing about the request itself: a retry with the same Idempotency-Key
 # queues it again instead of repeating the stored failure (see ``FrontDoor._join``).
-TRANSIENT_FAILURES = frozenset({"SERVICE_BUSY", "INTERNAL_ERROR"})
+TRANSIENT_FAILURES = frozenset({"SERVICE_BUSY", "INTERNAL_ERROR", "MISROUTED"})
 
 
 def answer_from_result(request_id: str, result: dict) -> Answer:
@@ -396,18 +409,32 @@ class FrontDoor:
         return answer_from_outcome(outcome)
 
     # -- answers --------------------------------------------------------------------------
+    # A wait that ends without an answer this soon after the database was seen down is the
+    # outage's doing (the worker is still catching up): 503, not 202.
+    OUTAGE_MEMORY_S = 10.0
+
     def check_database(self, *, only_if_seen_down: bool = False) -> None:
         """Raise ``503 SERVICE_BUSY`` (with Retry-After) when the database is unreachable.
 
-        Called when a synchronous wait ends without an answer: a request that is merely slow
-        stays a 202, one that waits for a dead database becomes a 503. The request itself
-        stays queued; a retry with the same Idempotency-Key joins it (or, if the worker gave
-        up on it meanwhile, queues it again), so nothing is lost and nothing is issued twice.
+        ``only_if_seen_down`` (before queueing): only when the last probe saw it down, so the
+        normal path costs nothing. Otherwise (a synchronous wait ended without an answer): when
+        it is down now or was seen down in the last ``OUTAGE_MEMORY_S``. A request that is
+        merely slow stays a 202. The request itself stays queued; a retry with the same
+        Idempotency-Key joins it (or, if the worker gave up on it meanwhile, queues it again),
+        so nothing is lost and nothing is issued twice.
         """
-        if only_if_seen_down and self.db_probe.last_ok:
+        if only_if_seen_down:
+            if not self.db_probe.last_ok and not self.db_probe.reachable():
+                raise service_busy()
             return
         if not self.db_probe.reachable():
-            raise service_busy()
+            raise DocnumError("SERVICE_BUSY", "the database cannot be reached; the request "
+                              "is queued: retry with the same Idempotency-Key",
+                              retry_after=service_busy().retry_after)
+        if self.db_probe.down_within(self.OUTAGE_MEMORY_S):
+            raise DocnumError("SERVICE_BUSY", "the database was unreachable moments ago and "
+                              "the request is still queued: retry with the same "
+                              "Idempotency-Key", retry_after=2)
 
     def wait(self, request_id: str, timeout: float) -> Answer | None:
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 
 from flask import Response, current_app, request
@@ -35,9 +36,32 @@ def json_body() -> dict:
         raise DocnumError("BAD_REQUEST", "the body is not valid UTF-8") from None
     except (ValueError, RecursionError):
         raise DocnumError("BAD_REQUEST", "the body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(raw) and _has_unpaired_surrogate(data):
+        # "\ud800" is valid JSON but not Unicode text: no database column can store it.
+        raise DocnumError("BAD_REQUEST", "the body contains an unpaired UTF-16 surrogate "
+                                         "escape (\\uD800-\\uDFFF): not valid Unicode text")
     if not isinstance(data, dict):
         raise DocnumError("VALIDATION_FAILED", "the body must be a JSON object")
     return data
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_unpaired_surrogate(data: object) -> bool:
+    """Any string (key or value) holding a lone surrogate; iterative: no recursion limit."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= ch <= "\udfff" for ch in item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def request_actor() -> Actor:

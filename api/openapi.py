@@ -22,11 +22,13 @@ SCHEMAS: dict = {
     },
     "NumberingContext": {
         "type": "object", "required": ["project", "correspondence_type"],
+        "description": "An optional member that is null counts as absent.",
         "properties": {
-            "project": CODE, "correspondence_type": CODE, "originator": CODE,
-            "recipient": CODE, "sub_type": CODE, "rfa_type": CODE, "discipline": CODE,
-            "revision": CODE, "document_date": {"type": "string", "format": "date"},
-            "document_ref": {"type": "string", "maxLength": 255},
+            "project": CODE, "correspondence_type": CODE, "originator": NULLABLE_CODE,
+            "recipient": NULLABLE_CODE, "sub_type": NULLABLE_CODE, "rfa_type": NULLABLE_CODE,
+            "discipline": NULLABLE_CODE, "revision": NULLABLE_CODE,
+            "document_date": {"type": ["string", "null"], "format": "date"},
+            "document_ref": {"type": ["string", "null"], "maxLength": 255},
         },
     },
     "IssuedNumber": {
@@ -107,10 +109,17 @@ SCHEMAS: dict = {
         },
     },
     "CatalogEntry": {
-        "type": "object", "required": ["name"],
+        "type": "object", "required": ["kind", "code", "name", "active"],
         "properties": {"kind": {"type": "string"}, "code": {"type": "string"},
                        "name": {"type": "string", "maxLength": 255},
                        "active": {"type": "boolean"}},
+    },
+    "CatalogEntryWrite": {
+        "type": "object", "required": ["name"],
+        "description": "The kind and the code are the path's; the same members in the body "
+                       "are ignored.",
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 255},
+                       "active": {"type": "boolean", "default": True}},
     },
     "Readiness": {
         "type": "object",
@@ -138,7 +147,8 @@ def _problems() -> dict:
 
 
 def _op(summary: str, responses: dict, *, body: dict | None = None, params: list | None = None,
-        perm: str | None = None, idempotent_key: bool = False, auth: bool = True) -> dict:
+        perm: str | None = None, idempotent_key: bool = False, auth: bool = True,
+        example: dict | None = None) -> dict:
     op: dict = {"summary": summary, "responses": {**responses, **(_problems() if auth else {})}}
     if perm:
         op["x-permission"] = perm
@@ -149,14 +159,20 @@ def _op(summary: str, responses: dict, *, body: dict | None = None, params: list
     if parameters:
         op["parameters"] = parameters
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        media: dict = {"schema": body}
+        if example is not None:
+            media["example"] = example
+        op["requestBody"] = {"required": True, "content": {"application/json": media}}
     if not auth:
         op["security"] = []
     return op
 
 
-def _path_param(name: str, schema: dict | None = None) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
+def _path_param(name: str, schema: dict | None = None, example: object = None) -> dict:
+    param = {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
+    if example is not None:
+        param["example"] = example
+    return param
 
 
 def _query(name: str, schema: dict | None = None) -> dict:
@@ -164,10 +180,24 @@ def _query(name: str, schema: dict | None = None) -> dict:
             "schema": schema or {"type": "string"}}
 
 
+def _filter(name: str, schema: dict) -> dict:
+    """A filter whose empty value means "not given" (as every filter of these routes)."""
+    return {**_query(name, {"anyOf": [schema, {"type": "string", "maxLength": 0}]}),
+            "description": "empty: not given"}
+
+
 PAGING = [_query("cursor"), _query("limit", {"type": "integer", "minimum": 1, "maximum": 500})]
+KIND = {"type": "string", "enum": ["project", "organization", "correspondence_type", "sub_type",
+                                   "rfa_type", "discipline"]}  # another kind: 404
 TIMEOUT = _query("timeout", {"type": "number", "minimum": 0, "maximum": 30})
 ISSUE_BODY = {"allOf": [_ref("NumberingContext"), {"type": "object", "properties": {
     "mode": {"type": "string", "enum": ["generate", "reserve"]}}}]}
+# Examples (also what schemathesis's examples phase sends first, tests/integration/
+# test_schema_fuzz.py): the SPEC's letter from คคง. to สคฉ.3.
+CONTEXT_EXAMPLE = {"project": "LCBP3", "correspondence_type": "LETTER", "originator": "คคง.",
+                   "recipient": "สคฉ.3", "document_date": "2025-06-15"}
+NUMBER_EXAMPLE = "คคง.-สคฉ.3-0001-2568"
+COUNTER_KEY_EXAMPLE = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 
 
 def _paths() -> dict:
@@ -177,39 +207,49 @@ def _paths() -> dict:
     return {
         f"{BASE}/requests": {"post": _op(
             "Submit an issuing request", {"202": queued, "200": _json(_ref("RequestStatus"))},
-            body=ISSUE_BODY, perm="correspondence.create", idempotent_key=True)},
+            body=ISSUE_BODY, perm="correspondence.create", idempotent_key=True,
+            example={**CONTEXT_EXAMPLE, "mode": "generate"})},
         f"{BASE}/requests/{{request_id}}": {"get": _op(
             "Status of a request", {"200": _json(_ref("RequestStatus"))},
             params=[_path_param("request_id")], perm="correspondence.read")},
         f"{BASE}/generate": {"post": _op(
             "Issue a number and wait for it", {"201": issued, "202": queued},
             body=_ref("NumberingContext"), params=[TIMEOUT], perm="correspondence.create",
-            idempotent_key=True)},
+            idempotent_key=True, example=CONTEXT_EXAMPLE)},
         f"{BASE}/reserve": {"post": _op(
             "Reserve a number", {"201": issued, "202": queued}, body=_ref("NumberingContext"),
-            params=[TIMEOUT], perm="correspondence.create", idempotent_key=True)},
+            params=[TIMEOUT], perm="correspondence.create", idempotent_key=True,
+            example=CONTEXT_EXAMPLE)},
         f"{BASE}/preview": {"post": _op(
             "Preview the next number without consuming it", {"200": _json({"type": "object"})},
             body={"allOf": [_ref("NumberingContext"), {"type": "object", "properties": {
-                "template": {"type": "string"}}}]}, perm="correspondence.read")},
+                "template": {"type": "string"}}}]}, perm="correspondence.read",
+            example=CONTEXT_EXAMPLE)},
         f"{BASE}/numbers/{{document_number}}": {"get": _op(
             "Explain an issued number", {"200": _json({"type": "object"})},
-            params=[_path_param("document_number"), _query("project")],
+            params=[_path_param("document_number", example=NUMBER_EXAMPLE), _query("project")],
             perm="correspondence.read")},
         f"{BASE}/catalog/{{kind}}": {"get": _op(
-            "List catalog entries", {"200": page}, params=[_path_param("kind"), *PAGING],
+            "List catalog entries", {"200": page},
+            params=[_path_param("kind", KIND, example="organization"), *PAGING],
             perm="correspondence.read")},
         f"{BASE}/catalog/{{kind}}/{{code}}": {
             "get": _op("Get a catalog entry", {"200": _json(_ref("CatalogEntry"))},
-                       params=[_path_param("kind"), _path_param("code")],
+                       params=[_path_param("kind", KIND, example="organization"),
+                               _path_param("code", example="คคง.")],
                        perm="correspondence.read"),
             "put": _op("Create or update a catalog entry",
                        {"200": _json(_ref("CatalogEntry")), "201": _json(_ref("CatalogEntry"))},
-                       params=[_path_param("kind"), _path_param("code")],
-                       body=_ref("CatalogEntry"), perm="system.manage_settings")},
+                       params=[_path_param("kind", KIND, example="organization"),
+                               _path_param("code", example="TEAM-C")],
+                       body=_ref("CatalogEntryWrite"), perm="system.manage_settings",
+                       example={"name": "Team C", "active": True})},
         f"{BASE}/configs": {
             "post": _op("Create a numbering config", {"201": _json(_ref("Config"))},
-                        body=_ref("ConfigCreate"), perm="system.manage_settings"),
+                        body=_ref("ConfigCreate"), perm="system.manage_settings",
+                        example={"project": "P2", "correspondence_type": "RFI",
+                                 "template": "{PROJECT}-{CORR_TYPE}-{SEQ:4}-{YEAR:B.E.}",
+                                 "reset": "YEARLY"}),
             "get": _op("List numbering configs", {"200": page},
                        params=[_query("project"), *PAGING], perm="system.manage_settings")},
         f"{BASE}/configs/{{config_id}}": {
@@ -217,7 +257,9 @@ def _paths() -> dict:
                        params=[_path_param("config_id")], perm="system.manage_settings"),
             "put": _op("Change a config (version + 1)", {"200": _json(_ref("Config"))},
                        params=[_path_param("config_id")], body=_ref("ConfigUpdate"),
-                       perm="system.manage_settings")},
+                       perm="system.manage_settings",
+                       example={"template": "{ORIGINATOR}-{RECIPIENT}-{SEQ:5}-{YEAR:B.E.}",
+                                "change_reason": "five digits from the 2026 policy"})},
         f"{BASE}/configs/{{config_id}}/history": {"get": _op(
             "Versions of a config", {"200": page}, params=[_path_param("config_id"), *PAGING],
             perm="system.manage_settings")},
@@ -235,12 +277,12 @@ def _paths() -> dict:
 ADMIN_SCHEMAS: dict = {
     "Confirm": {
         "type": "object", "required": ["token"],
-        "properties": {"token": {"type": "string", "maxLength": 64},
+        "properties": {"token": {"type": "string", "minLength": 1, "maxLength": 64},
                        "document_ref": {"type": "string", "maxLength": 255}},
     },
     "Cancel": {
         "type": "object", "required": ["token", "reason"],
-        "properties": {"token": {"type": "string", "maxLength": 64},
+        "properties": {"token": {"type": "string", "minLength": 1, "maxLength": 64},
                        "reason": {"type": "string", "minLength": 1, "maxLength": 1000}},
     },
     "VoidAndReplace": {
@@ -359,25 +401,33 @@ def _admin_paths() -> dict:
     return {
         f"{BASE}/confirm": {"post": _op(
             "Confirm a reservation (idempotent)", {"200": issued}, body=_ref("Confirm"),
-            perm="correspondence.create")},
+            perm="correspondence.create",
+            example={"token": "3f1c2a9e8b7d4c6a", "document_ref": "DMS-2025-000123"})},
         f"{BASE}/cancel": {"post": _op(
             "Cancel a reservation (the number is never reused)", {"200": issued},
-            body=_ref("Cancel"), perm="correspondence.create")},
+            body=_ref("Cancel"), perm="correspondence.create",
+            example={"token": "3f1c2a9e8b7d4c6a", "reason": "the letter was not sent"})},
         f"{BASE}/admin/void-and-replace": {"post": _op(
             "Void a confirmed number, optionally issuing its replacement",
             {"200": _json(_ref("VoidResult"))}, body=_ref("VoidAndReplace"),
-            perm="system.manage_settings")},
+            perm="system.manage_settings",
+            example={"document_number": NUMBER_EXAMPLE, "reason": "issued for the wrong "
+                     "recipient", "replace": True, "context": CONTEXT_EXAMPLE})},
         f"{BASE}/admin/manual-override": {"post": _op(
             "Register a legacy or corrected number (source MANUAL)", {"201": issued},
-            body=_ref("ManualOverride"), perm="system.manage_settings")},
+            body=_ref("ManualOverride"), perm="system.manage_settings",
+            example={**CONTEXT_EXAMPLE, "document_number": "คคง.-สคฉ.3-0900-2568",
+                     "reason": "legacy number from the paper register"})},
         f"{BASE}/admin/bulk-import": {"post": import_op},
         f"{BASE}/configs/{{config_id}}/reset-counter": {"post": _op(
             "Request a counter reset (needs two other SUPER_ADMINs' approval)",
             {"202": reset}, params=[_path_param("config_id")], body=_ref("ResetCounter"),
-            perm="SUPER_ADMIN")},
+            perm="SUPER_ADMIN",
+            example={"counter_key": COUNTER_KEY_EXAMPLE, "new_last_sequence": 10,
+                     "reason": "numbers 11-40 were issued by a test run by mistake"})},
         f"{BASE}/reset-requests": {"get": _op(
             "List counter reset requests", {"200": _page_of("ResetRequest")},
-            params=[_query("status", {"type": "string", "enum": [
+            params=[_filter("status", {"type": "string", "enum": [
                 "PENDING_APPROVAL", "EXECUTED", "FAILED"]}), *PAGING], perm="SUPER_ADMIN")},
         f"{BASE}/reset-requests/{{reset_id}}": {"get": _op(
             "Get a counter reset request", {"200": reset}, params=[_path_param("reset_id")],
@@ -389,9 +439,9 @@ def _admin_paths() -> dict:
             "Audit trail, newest first (archive included)", {"200": _page_of("AuditRow")},
             params=[_query("document_number"), _query("operation"), _query("actor"),
                     _query("counter_key"), _query("request_id"),
-                    _query("success", {"type": "boolean"}),
-                    _query("from", {"type": "string", "format": "date-time"}),
-                    _query("to", {"type": "string", "format": "date-time"}), *PAGING],
+                    _filter("success", {"type": "boolean"}),
+                    _filter("from", {"type": "string", "format": "date-time"}),
+                    _filter("to", {"type": "string", "format": "date-time"}), *PAGING],
             perm="system.view_logs")},
         f"{BASE}/counters": {"get": _op(
             "Counters with capacity and utilization", {"200": _page_of("CounterRow")},
@@ -401,8 +451,8 @@ def _admin_paths() -> dict:
             "Every sequence of the counters that is not CONFIRMED (or never issued)",
             {"200": _page_of("Gap")},
             params=[_query("project"), _query("correspondence_type"),
-                    _query("period", {"type": "string", "pattern":
-                                      "^(Y\\d{4}|M\\d{4}-\\d{2}|FY\\d{4}|ALL)$"}),
+                    _filter("period", {"type": "string", "pattern":
+                                       "^(Y\\d{4}|M\\d{4}-\\d{2}|FY\\d{4}|ALL)$"}),
                     _query("counter_key"), *PAGING],
             perm="system.view_logs")},
     }

@@ -1,6 +1,8 @@
 """Issuing: POST /requests, GET /requests/{id}, POST /generate, /reserve, /preview, numbers."""
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, request, url_for
 
 from api.frontdoor import Answer
@@ -15,6 +17,7 @@ from shared.preview import preview_numbers
 bp = Blueprint("issuing", __name__)
 
 MAX_TIMEOUT_S = 30.0
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
 DEFAULT_TIMEOUT_S = 5.0
 
 
@@ -22,6 +25,10 @@ def _timeout() -> float:
     raw = request.args.get("timeout")
     if raw is None or raw == "":
         return DEFAULT_TIMEOUT_S
+    # A plain ASCII number (JSON's grammar, no sign): float() alone would also take "1_0",
+    # "١" (Arabic-Indic one), " 5 " or "infinity".
+    if len(raw) > 32 or not _DECIMAL.fullmatch(raw):
+        raise validation_failed("timeout", "must be a number of seconds 0-30")
     try:
         value = float(raw)
     except ValueError:

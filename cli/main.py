@@ -50,9 +50,30 @@ def _metrics_dir() -> str | None:
     return path
 
 
+def _address_in_use(host: str, port: int) -> bool:
+    """True when something already listens on host:port. gunicorn would retry the bind five
+    times, a second apart, before giving up; failing at once with a clear message lets a
+    supervisor (``docnum up``, systemd) see the crash and apply its own backoff."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE  # anything else: gunicorn reports it
+    return False
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     _metrics_dir()
     settings = _settings()
+    if _address_in_use(settings.host, settings.port):
+        print(f"docnum api: {settings.host}:{settings.port} is already in use "
+              f"(DOCNUM_HOST/DOCNUM_PORT)", file=sys.stderr, flush=True)
+        return 1
     # Deployments point DOCNUM_GUNICORN_CONFIG at deploy/gunicorn.conf.py (layered on ours).
     config = os.environ.get("DOCNUM_GUNICORN_CONFIG") or "python:api.gunicorn_conf"
     argv = [sys.executable, "-m", "gunicorn", "-c", config,

@@ -80,8 +80,10 @@ def put_entry(session: Session, kind: str, code: str, name: object, active: obje
     problem = code_problem(code)
     if problem:
         raise validation_failed("code", problem)
-    if not isinstance(name, str) or not name.strip() or len(name) > 255:
-        raise validation_failed("name", "must be a non-empty string of at most 255 characters")
+    if not isinstance(name, str) or not name.strip() or len(name) > 255 \
+            or not name.isprintable():  # no control, bidi-override or unpaired surrogate chars
+        raise validation_failed("name", "must be non-empty printable text of at most 255 "
+                                        "characters")
     if not isinstance(active, bool):
         raise validation_failed("active", "must be true or false")
     row = session.scalar(select(CatalogEntry).where(CatalogEntry.kind == kind,

@@ -150,8 +150,22 @@ def create_config(session: Session, body: dict, actor: str, now: datetime) -> Co
     except IntegrityError:
         raise DocnumError("CONFLICT", f"a config for project {project!r} and correspondence type "
                                       f"{ctype!r} already exists") from None
-    session.add(_history(row, actor, now, body.get("change_reason") or "created"))
+    reason = body.get("change_reason")
+    if reason is not None:
+        _check_change_reason(reason)
+    session.add(_history(row, actor, now, reason or "created"))
     return _view(row)
+
+
+MAX_CHANGE_REASON = 1000
+
+
+def _check_change_reason(reason: object) -> None:
+    # Printable text only (no control, bidi-override or unpaired surrogate characters), and a
+    # length the history column can always hold.
+    if not isinstance(reason, str) or len(reason) > MAX_CHANGE_REASON or not reason.isprintable():
+        raise validation_failed("change_reason", f"must be printable text of at most "
+                                                 f"{MAX_CHANGE_REASON} characters")
 
 
 def update_config(session: Session, config_id: int, body: dict, actor: str,
@@ -160,6 +174,7 @@ def update_config(session: Session, config_id: int, body: dict, actor: str,
     reason = body.get("change_reason")
     if not isinstance(reason, str) or len(reason.strip()) < 10:
         raise validation_failed("change_reason", "is required, at least 10 characters")
+    _check_change_reason(reason)
     unknown = set(body) - set(EDITABLE) - {"change_reason", "project", "correspondence_type", "id",
                                            "version"}
     if unknown:

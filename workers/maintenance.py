@@ -105,33 +105,36 @@ def run_locked(settings: Settings, job: str, work: Callable[[], object],
 def register(celery: Celery) -> None:
     from shared import lifecycle, maintenance
 
+    # shared=False on every task below: Celery's default (shared=True) also hands each task to
+    # every app finalized later in the process, and the first registration of a name wins, so a
+    # second app (a test's, a control client's) could run these with the FIRST app's settings.
     def settings() -> Settings:
         return celery.conf.docnum_settings
 
     def engine():  # noqa: ANN202
         return get_engine(settings().database_url)
 
-    @celery.task(name=SCHEDULE["expire_reservations"][0], ignore_result=True)
+    @celery.task(name=SCHEDULE["expire_reservations"][0], ignore_result=True, shared=False)
     def expire_reservations() -> object:
         return run_locked(settings(), "expire_reservations",
                           lambda: lifecycle.expire_overdue(engine(), SystemClock()))
 
-    @celery.task(name=SCHEDULE["archive_audit"][0], ignore_result=True)
+    @celery.task(name=SCHEDULE["archive_audit"][0], ignore_result=True, shared=False)
     def archive_audit() -> object:
         return run_locked(settings(), "archive_audit",
                           lambda: maintenance.archive_audit(engine(), SystemClock()))
 
-    @celery.task(name=SCHEDULE["optimize_tables"][0], ignore_result=True)
+    @celery.task(name=SCHEDULE["optimize_tables"][0], ignore_result=True, shared=False)
     def optimize_tables() -> object:
         return run_locked(settings(), "optimize_tables",
                           lambda: maintenance.optimize_tables(engine()))
 
-    @celery.task(name=SCHEDULE["refresh_utilization"][0], ignore_result=True)
+    @celery.task(name=SCHEDULE["refresh_utilization"][0], ignore_result=True, shared=False)
     def refresh_utilization() -> object:
         return run_locked(settings(), "refresh_utilization",
                           lambda: maintenance.refresh_utilization(engine()))
 
-    @celery.task(name=SCHEDULE["cleanup_idempotency"][0], ignore_result=True)
+    @celery.task(name=SCHEDULE["cleanup_idempotency"][0], ignore_result=True, shared=False)
     def cleanup_idempotency() -> object:
         return run_locked(settings(), "cleanup_idempotency",
                           lambda: maintenance.cleanup_idempotency(engine(), SystemClock()))

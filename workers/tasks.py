@@ -25,7 +25,8 @@ DB_OUTAGE_PATIENCE_S = 20.0
 
 
 def register(celery: Celery) -> None:
-    @celery.task(name=ALLOCATE_TASK, bind=True, ignore_result=True)
+    # shared=False: this app's task only (see workers/maintenance.py, register).
+    @celery.task(name=ALLOCATE_TASK, bind=True, ignore_result=True, shared=False)
     def allocate(self, messages: list[dict], ledger: str | None = None) -> int:  # noqa: ANN001
         settings: Settings = self.app.conf.docnum_settings
         own = ledger_identity(get_engine(settings.database_url, pre_ping=False))
@@ -81,7 +82,9 @@ def _allocate_patiently(settings, engine, groups, clock, fallback_used):  # noqa
                         for key, group in groups.items()}
             log.warning("database unavailable for %d keys; retrying in %.2fs", len(groups), delay)
             time.sleep(delay)
-            delay = min(delay * 2, 4.0)
+            # At most 1 s between attempts (one connect attempt each): the queue moves again
+            # within about a second of the database's return.
+            delay = min(delay * 2, 1.0)
         except Exception:  # noqa: BLE001 - every request must get an answer, never a silent loss
             log.exception("allocation failed on %s", sorted(groups))
             error = DocnumError("INTERNAL_ERROR", "the allocation failed; the request can be "

@@ -288,11 +288,17 @@ class Service:
 
 
 class RedisServer:
-    """A private redis-server on a free loopback port, in-memory only; stop/start keep the port."""
+    """A private redis-server on a free loopback port; stop/start keep the port.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    In-memory only by default. ``appendonly=True`` persists like the deployed Redis
+    (deploy/redis/redis.conf: AOF, ``appendfsync everysec``), so a stop/start keeps the data.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, *,
+                 appendonly: bool = False) -> None:
         self.port = port or free_port()
         self.workdir = Path(workdir)
+        self.appendonly = appendonly
         self.popen: subprocess.Popen | None = None
 
     def url(self, db: int = 0) -> str:
@@ -309,7 +315,8 @@ class RedisServer:
         log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - owned by the process
         self.popen = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--daemonize", "no",
+             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+             "--appendfsync", "everysec", "--daemonize", "no",
              "--dir", str(self.workdir)], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         wait_until(self.ping, 10, f"redis-server on port {self.port}")

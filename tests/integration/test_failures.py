@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, select
 
 from api.app import create_app
 from shared.auth import mint_token
@@ -185,8 +185,10 @@ def test_database_outage_is_503_then_numbering_continues(tmp_path, redis_server,
                                                           record_property):  # noqa: ANN001
     """A real database going away under a running service (pooled connections included) and
     coming back: 503 SERVICE_BUSY while it is gone, nothing half-written, the next number
-    follows on. The worker holds a request up to DB_OUTAGE_PATIENCE_S (a failover may be that
-    short) before it answers SERVICE_BUSY."""
+    follows on. /readyz saw the database down, so the front door's probe refuses the request
+    before queueing it (at once); a request queued before anyone noticed is answered 503 when
+    its wait ends (tests/e2e/test_fault_injection.py), and the worker holds it for up to
+    DB_OUTAGE_PATIENCE_S (a failover may be that short)."""
     from workers.tasks import DB_OUTAGE_PATIENCE_S
 
     with MariaDBServer() as server:
@@ -228,3 +230,52 @@ def test_database_outage_is_503_then_numbering_continues(tmp_path, redis_server,
         assert server.execute("SELECT COUNT(*) FROM audit_log WHERE operation = 'GENERATE' "
                               "AND success", "docnum") == [(2,)]
         assert server.execute("SELECT last_sequence FROM counters", "docnum") == [(2,)]
+
+
+def test_a_retry_queues_again_a_request_the_worker_gave_up_on(client, auth, seed, settings,
+                                                              engine, monkeypatch):  # noqa: ANN001
+    """The worker fails a request with SERVICE_BUSY after DB_OUTAGE_PATIENCE_S (a database
+    outage longer than that). That failure is the outage's, not the request's: a retry with
+    the same Idempotency-Key queues it again, and it gets exactly one number, whether the
+    worker's answer is still in the result backend or only its audit row remains."""
+    import redis as redis_lib
+
+    from shared.db import service_busy
+    from workers import tasks
+
+    seed()
+
+    def database_down(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise service_busy()
+
+    keys = {"result kept": "gave-up-1", "result lost": "gave-up-2"}
+    monkeypatch.setattr(tasks, "DB_OUTAGE_PATIENCE_S", 0.0)
+    monkeypatch.setattr(tasks, "allocate_many", database_down)
+    for key in keys.values():
+        response = client.post(f"{BASE}/generate?timeout=10", json=letter(),
+                               headers=auth(key=key))
+        assert response.status_code == 503, response.json
+        assert response.json["code"] == "SERVICE_BUSY" and "Retry-After" in response.headers
+    monkeypatch.undo()  # the database is back
+
+    from shared.issuing import request_id_for
+
+    backend = redis_lib.Redis.from_url(settings.result_backend)
+    ids = {name: request_id_for("alice", key) for name, key in keys.items()}
+    with transaction(engine) as session:
+        failed = set(session.scalars(select(AuditRow.request_id).where(
+            AuditRow.error_code == "SERVICE_BUSY", AuditRow.success.is_(False))))
+    assert failed == set(ids.values()), "each give-up leaves a failed audit row"
+    assert all(backend.exists(f"celery-task-meta-{rid}") for rid in ids.values())
+    backend.delete(f"celery-task-meta-{ids['result lost']}")  # e.g. Redis restarted
+    numbers = set()
+    for key in keys.values():
+        again = client.post(f"{BASE}/generate?timeout=10", json=letter(), headers=auth(key=key))
+        assert again.status_code == 201, again.json
+        numbers.add(again.json["document_number"])
+        same = client.post(f"{BASE}/generate?timeout=10", json=letter(), headers=auth(key=key))
+        assert same.status_code == 201 and same.json["document_number"] == \
+            again.json["document_number"]
+    assert len(numbers) == 2
+    with transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(IssuedNumber)) == 2
