@@ -102,12 +102,11 @@ def ledger_identity(engine: Engine) -> str:
     return _identities[key]
 
 
-def dispose_engines() -> None:
-    """Drop pooled connections, e.g. after fork or when a test swaps the database."""
+def dispose_engines(url: str | None = None) -> None:
+    """Drop pooled connections (of one URL, or all), e.g. before its database is dropped."""
     with _lock:
-        for engine in _engines.values():
-            engine.dispose()
-        _engines.clear()
+        for key in [k for k in _engines if url is None or k.startswith(f"{url}#")]:
+            _engines.pop(key).dispose()
 
 
 def mysql_error_number(exc: BaseException) -> int | None:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import secrets
 import threading
 import time
@@ -55,24 +56,32 @@ def redis_base_url() -> str:
     return os.environ.get("DOCNUM_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 
 
+@contextmanager
+def throwaway_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new, migrated MariaDB database on ``server_url``; dropped when the block ends."""
+    from shared.db import dispose_engines
+    from shared.migrate import upgrade
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = create_engine(server_url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        dispose_engines(url)
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def database_url(server_db_url: str) -> Iterator[str]:
     """A fresh MariaDB database for this session, migrated to head."""
-    from shared.migrate import upgrade
-
-    name = f"docnum_t_{secrets.token_hex(4)}"
-    admin = create_engine(server_db_url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    url = make_url(server_db_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    from shared.db import dispose_engines
-
-    dispose_engines()
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
+    with throwaway_database(server_db_url, "docnum_t") as url:
+        yield url
 
 
 CLAIM_KEY = "docnum:test-claim"

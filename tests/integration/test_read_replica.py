@@ -6,34 +6,20 @@ stale, which proves where each route reads.
 """
 from __future__ import annotations
 
-import secrets
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from tests.conftest import letter
+from tests.conftest import letter, throwaway_database
 
 BASE = "/api/v1/document-numbering"
 
 
 @pytest.fixture(scope="module")
 def replica_url(server_db_url: str):  # noqa: ANN201
-    from shared.db import get_engine
-    from shared.migrate import upgrade
-
-    name = f"docnum_r_{secrets.token_hex(4)}"
-    admin = create_engine(server_db_url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    url = make_url(server_db_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    get_engine(url).dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
+    """A second database standing in for a replica that has seen nothing yet."""
+    with throwaway_database(server_db_url, "docnum_r") as url:
+        yield url
 
 
 @pytest.fixture
