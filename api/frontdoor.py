@@ -21,9 +21,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from api.coalescer import Coalescer
+from api.publisher import RedisTaskPublisher
 from api.request_store import Record
 from api.waiter import PubSubWaiter
-from shared import issuing, ledger, metrics
+from shared import issuing, ledger, metrics, redis_urls
 from shared.allocation import Outcome
 from shared.db import ledger_identity, service_busy, transaction
 from shared.errors import DocnumError
@@ -204,6 +205,16 @@ class FastFailPublisher:
                                   ignore_result=True, retry=False, connection=connection)
 
 
+def make_publisher(settings: Settings, celery: Celery):  # noqa: ANN201
+    """One ``LPUSH`` per message on a Redis broker (``api/publisher.py``), else kombu."""
+    if redis_urls.is_redis_url(settings.broker_url):
+        client = redis_urls.redis_client(settings.broker_url,
+                                         master_name=settings.redis_sentinel_master,
+                                         socket_timeout=3.0)
+        return RedisTaskPublisher(client)
+    return FastFailPublisher(celery)
+
+
 class _SessionReference:
     """Reference data straight from the database, one short transaction per question."""
 
@@ -230,7 +241,7 @@ class FrontDoor:
         self.health = health  # None on the embedded default: no Redis to lose
         # With Redis, publish fast-failing so that an outage diverts to the DB-only path at
         # once; the embedded SQL broker has nothing to lose and keeps Celery's defaults.
-        self.publisher = FastFailPublisher(celery) if health is not None else None
+        self.publisher = make_publisher(settings, celery) if health is not None else None
         # Requests for one shard that arrive together leave as one message (api/coalescer.py).
         self.coalescer = Coalescer(
             lambda queue, messages: self.publisher.send(

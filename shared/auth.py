@@ -37,7 +37,28 @@ def _unauthenticated(detail: str) -> DocnumError:
     return DocnumError("UNAUTHENTICATED", detail)
 
 
+# Verified tokens, per process: a client sends the same token with every request, and decoding
+# it (base64, JSON, HMAC or RSA) twice per request (rate limit key, then authentication) was a
+# measurable share of the issuing path's CPU. Only successes are kept, with their expiry, which
+# is checked again on every hit; a changed key or issuer misses (they are part of the cache key).
+_VERIFIED: dict[tuple[str, str | None, str], tuple[Principal, float]] = {}
+_VERIFIED_MAX = 4096
+LEEWAY_S = 5
+
+
 def verify_token(settings: Settings, token: str) -> Principal:
+    cache_key = (settings.jwt_public_key or settings.jwt_secret, settings.jwt_issuer, token)
+    hit = _VERIFIED.get(cache_key)
+    if hit is not None and time.time() < hit[1] + LEEWAY_S:
+        return hit[0]
+    principal, expires_at = _decode(settings, token)
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()  # crude but bounded; a steady client set refills it at once
+    _VERIFIED[cache_key] = (principal, expires_at)
+    return principal
+
+
+def _decode(settings: Settings, token: str) -> tuple[Principal, float]:
     # The algorithm list is fixed by configuration, never taken from the token header, so
     # "alg: none" and HS/RS confusion are refused by PyJWT.
     if settings.jwt_public_key:
@@ -47,7 +68,7 @@ def verify_token(settings: Settings, token: str) -> Principal:
     options = {"require": ["exp", "sub"]}
     try:
         claims = jwt.decode(token, key, algorithms=algorithms, options=options,
-                            issuer=settings.jwt_issuer, leeway=5)
+                            issuer=settings.jwt_issuer, leeway=LEEWAY_S)
     except jwt.ExpiredSignatureError:
         raise _unauthenticated("the token has expired") from None
     except jwt.InvalidTokenError as exc:
@@ -59,7 +80,8 @@ def verify_token(settings: Settings, token: str) -> Principal:
         raise _unauthenticated("the token's sub claim must be a non-empty string")
     if not isinstance(perms, list) or not isinstance(roles, list):
         raise _unauthenticated("perms and roles must be lists")
-    return Principal(sub=sub, perms=frozenset(map(str, perms)), roles=frozenset(map(str, roles)))
+    return (Principal(sub=sub, perms=frozenset(map(str, perms)), roles=frozenset(map(str, roles))),
+            float(int(claims["exp"])))  # PyJWT has checked that int() takes it
 
 
 def mint_token(settings: Settings, sub: str, perms: list[str], roles: list[str] | None = None,

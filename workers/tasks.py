@@ -43,7 +43,6 @@ def register(celery: Celery) -> None:
             store_outcomes(self.app, requests, [Outcome(r.request_id, error=error)
                                                 for r in requests])
             return 0
-        requests = [AllocationRequest.from_message(m) for m in messages]
         outcomes = serve_requests(settings, requests)
         store_outcomes(self.app, requests, outcomes)
         return len(outcomes)
