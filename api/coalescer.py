@@ -22,7 +22,7 @@ import time
 from typing import Callable
 
 MAX_BATCH = 200            # keeps one transaction (and one redelivery) bounded
-INFLIGHT_LIMIT = 2         # outstanding messages per shard queue per API process
+INFLIGHT_LIMIT = 1         # outstanding messages per shard queue per API process
 INFLIGHT_TIMEOUT_S = 0.25  # stop waiting for an answer (a slow or restarted worker) after this
 HANDOFF_TIMEOUT_S = 10.0
 

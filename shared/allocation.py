@@ -50,6 +50,9 @@ _counters = Counter.__table__
 _ledger = IssuedNumber.__table__
 _LOCK_COUNTER = (select(_counters.c.last_sequence)
                  .where(_counters.c.counter_key == bindparam("key")).with_for_update())
+_LOCK_COUNTERS = (select(_counters.c.counter_key, _counters.c.last_sequence)
+                  .where(_counters.c.counter_key.in_(bindparam("keys", expanding=True)))
+                  .order_by(_counters.c.counter_key).with_for_update())
 _SERVED = select(_ledger).where(_ledger.c.request_id.in_(bindparam("ids", expanding=True)))
 _TAKEN = select(_ledger.c.document_number).where(
     _ledger.c.project == bindparam("project"),
@@ -114,8 +117,10 @@ def allocate_many(engine: Engine, groups: dict[str, list[AllocationRequest]], *,
     """Several counter keys, each served as ``allocate_numbers`` would, in ONE transaction.
 
     A shard worker's batch usually spans several keys of its shard: one commit for all of them
-    is the group commit. Counter rows are locked in sorted key order, so two transactions can
-    never wait on each other in a cycle. A conflict or deadlock retries the whole batch.
+    is the group commit, and the statements are per batch, not per key (one lock, one ledger
+    lookup, one collision check per project, one insert each for ledger and audit, one counter
+    update). Counter rows are locked in key order, so two transactions can never wait on each
+    other in a cycle. A conflict or deadlock retries the whole batch.
     """
     groups = {key: reqs for key, reqs in groups.items() if reqs}
     if not groups:
@@ -129,11 +134,9 @@ def allocate_many(engine: Engine, groups: dict[str, list[AllocationRequest]], *,
         metrics.lock_acquisition_total.labels(project, ctype).inc(len(groups))
         try:
             with transaction(engine) as session:
-                return {key: allocate_in_session(session, key, groups[key], clock=clock,
-                                                 reservation_ttl=reservation_ttl,
-                                                 fallback_used=fallback_used,
-                                                 retry_count=attempt, started=started)
-                        for key in sorted(groups)}
+                return allocate_groups_in_session(
+                    session, groups, clock=clock, reservation_ttl=reservation_ttl,
+                    fallback_used=fallback_used, retry_count=attempt, started=started)
         except IntegrityError as exc:
             # Another counter key of the project committed the same text between our check
             # and our insert (or a second consumer served the same request): look again.
@@ -157,6 +160,20 @@ def allocate_many(engine: Engine, groups: dict[str, list[AllocationRequest]], *,
         time.sleep(min(0.05 * 2 ** attempt, 1.0))
 
 
+def _is_mysql(session: Session) -> bool:
+    return session.get_bind().dialect.name in ("mysql", "mariadb")
+
+
+def _create_counters(session: Session, rows: list[dict]) -> None:
+    """Create counter rows on first use; a row another transaction created meanwhile stays."""
+    if _is_mysql(session):
+        stmt = mysql.insert(Counter)
+        stmt = stmt.on_duplicate_key_update(counter_key=stmt.inserted.counter_key)
+    else:
+        stmt = sqlite.insert(Counter).on_conflict_do_nothing()
+    session.connection().execute(stmt, rows)
+
+
 def lock_counter(session: Session, counter_key: str, project: str, start: int,
                  capacity: int, now) -> int:  # noqa: ANN001
     """Lock the counter row and return its last sequence, creating the row on first use.
@@ -167,16 +184,28 @@ def lock_counter(session: Session, counter_key: str, project: str, start: int,
     last = connection.execute(_LOCK_COUNTER, {"key": counter_key}).scalar()
     if last is not None:
         return last
-    values = dict(counter_key=counter_key, project=project, last_sequence=start - 1,
-                  capacity=capacity, updated_at=now)
-    dialect = session.get_bind().dialect.name
-    if dialect in ("mysql", "mariadb"):
-        stmt = mysql.insert(Counter).values(**values)
-        stmt = stmt.on_duplicate_key_update(counter_key=stmt.inserted.counter_key)
-    else:
-        stmt = sqlite.insert(Counter).values(**values).on_conflict_do_nothing()
-    connection.execute(stmt)
+    _create_counters(session, [dict(counter_key=counter_key, project=project,
+                                    last_sequence=start - 1, capacity=capacity, updated_at=now)])
     return connection.execute(_LOCK_COUNTER, {"key": counter_key}).scalar()
+
+
+def _lock_counters(session: Session, firsts: dict[str, AllocationRequest], now_db) -> dict[str, int]:  # noqa: ANN001, E501
+    """Lock every counter row of the batch in one statement; create the missing ones first.
+
+    ``IN (…) FOR UPDATE`` on the primary key locks the rows in key order, the same order for
+    every transaction, so allocators cannot deadlock on each other.
+    """
+    connection = session.connection()
+    keys = sorted(firsts)
+    lasts = dict(connection.execute(_LOCK_COUNTERS, {"keys": keys}).all())
+    missing = [key for key in keys if key not in lasts]
+    if missing:
+        _create_counters(session, [dict(
+            counter_key=key, project=firsts[key].context.project,
+            last_sequence=firsts[key].config.sequence_start - 1,
+            capacity=firsts[key].config.parsed.capacity, updated_at=now_db) for key in missing])
+        lasts.update(connection.execute(_LOCK_COUNTERS, {"keys": missing}).all())
+    return lasts
 
 
 def allocate_in_session(session: Session, counter_key: str, requests: list[AllocationRequest], *,
@@ -189,88 +218,108 @@ def allocate_in_session(session: Session, counter_key: str, requests: list[Alloc
     ``extra={"source": "REPLACE", "replaces": number, "audit_request_id": id}`` to issue a
     replacement (source and audit operation REPLACE, linked to the number it replaces).
     """
+    return allocate_groups_in_session(
+        session, {counter_key: requests}, clock=clock, reservation_ttl=reservation_ttl,
+        fallback_used=fallback_used, retry_count=retry_count, started=started)[counter_key]
+
+
+def allocate_groups_in_session(session: Session, groups: dict[str, list[AllocationRequest]], *,
+                               clock: Clock, reservation_ttl: int = 300,
+                               fallback_used: str = "NONE", retry_count: int = 0,
+                               started: float | None = None) -> dict[str, list[Outcome]]:
+    """``allocate_in_session`` for several counter keys at once (one statement of each kind)."""
     if started is None:
         started = time.perf_counter()
     now = clock.now()
     now_db = to_db(now)
-    first = requests[0]
-    project = first.context.project
-    ctype = first.context.correspondence_type or ""
+    keys = sorted(groups)
 
     lock_started = time.perf_counter()
-    last = lock_counter(session, counter_key, project, first.config.sequence_start,
-                        first.config.parsed.capacity, now_db)
+    lasts = _lock_counters(session, {key: groups[key][0] for key in keys}, now_db)
     lock_wait_ms = int((time.perf_counter() - lock_started) * 1000)
-    metrics.lock_acquisition_duration.labels(project, ctype).observe(lock_wait_ms)
+    for key in keys:
+        ctx = groups[key][0].context
+        metrics.lock_acquisition_duration.labels(
+            ctx.project, ctx.correspondence_type or "").observe(lock_wait_ms)
 
     # Requests already served: the ledger's unique request id is the idempotency guard.
-    ids = list({r.request_id for r in requests})
+    ids = list({r.request_id for key in keys for r in groups[key]})
     existing = {row.request_id: row for row in session.connection().execute(
         _SERVED, {"ids": ids})}
 
-    plans: list[_Plan] = []
-    seen: dict[str, _Plan] = {}
-    for request in requests:
-        plan = _Plan(request)
-        if request.request_id in seen:             # the same request twice in one batch
-            plan.duplicate_of = seen[request.request_id]
-        elif request.request_id in existing:
-            row = existing[request.request_id]
-            if request.fingerprint and row.idempotency_fingerprint not in (None,
-                                                                          request.fingerprint):
-                plan.error = DocnumError("IDEMPOTENCY_KEY_REUSED",
-                                         "this Idempotency-Key was used with a different body")
-            else:
-                plan.existing = row
-        seen.setdefault(request.request_id, plan)
-        plans.append(plan)
+    plans: dict[str, list[_Plan]] = {}
+    for key in keys:
+        plans[key] = []
+        seen: dict[str, _Plan] = {}
+        for request in groups[key]:
+            plan = _Plan(request)
+            if request.request_id in seen:             # the same request twice in one batch
+                plan.duplicate_of = seen[request.request_id]
+            elif request.request_id in existing:
+                row = existing[request.request_id]
+                if request.fingerprint and row.idempotency_fingerprint not in (
+                        None, request.fingerprint):
+                    plan.error = DocnumError(
+                        "IDEMPOTENCY_KEY_REUSED",
+                        "this Idempotency-Key was used with a different body")
+                else:
+                    plan.existing = row
+            seen.setdefault(request.request_id, plan)
+            plans[key].append(plan)
 
-    last = _assign_sequences(session, project, plans, last)
+    new_lasts = _assign_sequences(session, plans, lasts)
 
-    outcomes = _write(session, counter_key, plans, now=now, reservation_ttl=reservation_ttl,
-                      fallback_used=fallback_used, retry_count=retry_count,
-                      lock_wait_ms=lock_wait_ms, started=started)
-    session.connection().execute(_ADVANCE_COUNTER, {
-        "key": counter_key, "new_last": last, "new_capacity": first.config.parsed.capacity,
-        "now": now_db})
+    ledger_rows: list[dict] = []
+    audit_rows: list[dict] = []
+    outcomes = {key: _write(key, plans[key], ledger_rows, audit_rows, now=now,
+                            reservation_ttl=reservation_ttl, fallback_used=fallback_used,
+                            retry_count=retry_count, lock_wait_ms=lock_wait_ms)
+                for key in keys}
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    for audit in audit_rows:
+        audit["duration_ms"] = duration_ms
+    connection = session.connection()
+    if ledger_rows:
+        # Core executemany (one multi-row INSERT): the ORM bulk path costs more CPU than the
+        # round trip it saves on the hot path.
+        connection.execute(_ledger.insert(), ledger_rows)
+    if audit_rows:
+        connection.execute(AuditRow.__table__.insert(), audit_rows)
+    advanced = [dict(counter_key=key, project=groups[key][0].context.project,
+                     last_sequence=new_lasts[key],
+                     capacity=groups[key][0].config.parsed.capacity, updated_at=now_db)
+                for key in keys]
+    if _is_mysql(session) and len(advanced) > 1:
+        # Every row exists and is locked: the upsert always updates, in ONE multi-row statement.
+        stmt = mysql.insert(Counter)
+        stmt = stmt.on_duplicate_key_update(last_sequence=stmt.inserted.last_sequence,
+                                             capacity=stmt.inserted.capacity,
+                                             updated_at=stmt.inserted.updated_at)
+        connection.execute(stmt, advanced)
+    else:
+        connection.execute(_ADVANCE_COUNTER, [
+            {"key": row["counter_key"], "new_last": row["last_sequence"],
+             "new_capacity": row["capacity"], "now": now_db} for row in advanced])
     return outcomes
 
 
-def _assign_sequences(session: Session, project: str, plans: list[_Plan], last: int) -> int:
-    """Give each new request the next sequence; returns the counter's new last sequence.
+def _assign_sequences(session: Session, plans: dict[str, list[_Plan]],
+                      lasts: dict[str, int]) -> dict[str, int]:
+    """Give each new request the next sequence of its counter; returns the new last sequences.
 
     A request that cannot be numbered (capacity, length, collision) is refused and its
     sequence goes to the next request, so the counter stays contiguous.
     """
-    todo = [p for p in plans if p.duplicate_of is None and p.existing is None and p.error is None]
+    todo = {key: [p for p in key_plans
+                  if p.duplicate_of is None and p.existing is None and p.error is None]
+            for key, key_plans in plans.items()}
     while True:
-        sequence = last
-        for plan in todo:
-            plan.sequence = plan.number = None
-            if plan.error is not None and plan.error.code == "DUPLICATE_NUMBER":
-                continue  # refused for good; other refusals are re-judged at the new sequence
-            plan.error = None
-            request = plan.request
-            parsed = request.config.parsed
-            candidate = sequence + 1
-            if candidate > parsed.capacity:
-                plan.error = DocnumError(
-                    "SEQUENCE_EXHAUSTED",
-                    f"counter {request.counter_key} has reached {parsed.capacity}, the most "
-                    f"{request.config.template} can render; nothing was consumed")
-                continue
-            try:
-                number = templates.render_number(parsed, request.context, candidate, request.day,
-                                                 request.config.fiscal_year_start_month)
-                templates.check_number_length(number)
-            except DocnumError as exc:
-                plan.error = exc
-                continue
-            plan.sequence, plan.number = candidate, number
-            sequence = candidate
-        collided = _first_collision(session, project, [p for p in todo if p.number])
+        new_lasts = {key: _render(key_todo, lasts[key]) for key, key_todo in todo.items()}
+        collided = _first_collision(session, [p for key_todo in todo.values()
+                                              for p in key_todo if p.number])
         if collided is None:
-            return sequence
+            return new_lasts
+        project = collided.request.context.project
         metrics.duplicate_collisions.labels(project).inc()
         log.warning("DUPLICATE_NUMBER: %s already exists in project %s (counter %s); refused",
                     collided.number, project, collided.request.counter_key)
@@ -279,28 +328,58 @@ def _assign_sequences(session: Session, project: str, plans: list[_Plan], last: 
                                 "by another template; the counter did not advance")
 
 
-def _first_collision(session: Session, project: str, plans: list[_Plan]) -> _Plan | None:
-    if not plans:
-        return None
-    numbers = [p.number for p in plans]
-    taken = set(session.connection().execute(
-        _TAKEN, {"project": project, "numbers": numbers}).scalars())
-    in_batch: set[str] = set()
+def _render(todo: list[_Plan], last: int) -> int:
+    sequence = last
+    for plan in todo:
+        plan.sequence = plan.number = None
+        if plan.error is not None and plan.error.code == "DUPLICATE_NUMBER":
+            continue  # refused for good; other refusals are re-judged at the new sequence
+        plan.error = None
+        request = plan.request
+        parsed = request.config.parsed
+        candidate = sequence + 1
+        if candidate > parsed.capacity:
+            plan.error = DocnumError(
+                "SEQUENCE_EXHAUSTED",
+                f"counter {request.counter_key} has reached {parsed.capacity}, the most "
+                f"{request.config.template} can render; nothing was consumed")
+            continue
+        try:
+            number = templates.render_number(parsed, request.context, candidate, request.day,
+                                             request.config.fiscal_year_start_month)
+            templates.check_number_length(number)
+        except DocnumError as exc:
+            plan.error = exc
+            continue
+        plan.sequence, plan.number = candidate, number
+        sequence = candidate
+    return sequence
+
+
+def _first_collision(session: Session, plans: list[_Plan]) -> _Plan | None:
+    """The first plan whose number exists in its project already, or twice in this batch."""
+    by_project: dict[str, list[_Plan]] = {}
     for plan in plans:
-        if plan.number in taken or plan.number in in_batch:
-            return plan
-        in_batch.add(plan.number)
+        by_project.setdefault(plan.request.context.project, []).append(plan)
+    for project, project_plans in by_project.items():
+        numbers = [p.number for p in project_plans]
+        taken = set(session.connection().execute(
+            _TAKEN, {"project": project, "numbers": numbers}).scalars())
+        in_batch: set[str] = set()
+        for plan in project_plans:
+            if plan.number in taken or plan.number in in_batch:
+                return plan
+            in_batch.add(plan.number)
     return None
 
 
-def _write(session: Session, counter_key: str, plans: list[_Plan], *, now, reservation_ttl: int,
-           fallback_used: str, retry_count: int, lock_wait_ms: int,
-           started: float) -> list[Outcome]:  # noqa: ANN001
+def _write(counter_key: str, plans: list[_Plan], ledger_rows: list[dict],
+           audit_rows: list[dict], *, now, reservation_ttl: int, fallback_used: str,
+           retry_count: int, lock_wait_ms: int) -> list[Outcome]:  # noqa: ANN001
+    """Outcomes of one key's plans; appends the rows to insert to ``ledger_rows``/``audit_rows``."""
     from shared.ledger import issued_number
 
     now_db = to_db(now)
-    ledger_rows: list[dict] = []
-    audit_rows: list[dict] = []
     outcomes: dict[int, Outcome] = {}
     for index, plan in enumerate(plans):
         if plan.duplicate_of is not None:
@@ -352,15 +431,6 @@ def _write(session: Session, counter_key: str, plans: list[_Plan], *, now, reser
         audit_rows.append(dict(audit, document_number=plan.number,
                                before={"last_sequence": plan.sequence - 1}, after=after,
                                success=True, error_code=None))
-    duration_ms = int((time.perf_counter() - started) * 1000)
-    for audit in audit_rows:
-        audit["duration_ms"] = duration_ms
-    if ledger_rows:
-        # Core executemany (one multi-row INSERT): the ORM bulk path costs more CPU than the
-        # round trip it saves on the hot path.
-        session.connection().execute(IssuedNumber.__table__.insert(), ledger_rows)
-    if audit_rows:
-        session.connection().execute(AuditRow.__table__.insert(), audit_rows)
     result: list[Outcome] = []
     first_for: dict[str, Outcome] = {}
     for index, plan in enumerate(plans):
@@ -389,5 +459,5 @@ def record_failures(engine: Engine, requests: list[AllocationRequest], error: Do
         log.warning("could not record %d failed requests (%s)", len(rows), error.code)
 
 
-__all__ = ["Outcome", "allocate_in_session", "allocate_numbers", "iso", "lock_counter",
+__all__ = ["Outcome", "allocate_groups_in_session", "allocate_in_session", "allocate_numbers", "iso", "lock_counter",
            "record_failures"]

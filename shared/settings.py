@@ -46,7 +46,7 @@ class Settings:
     flower_port: int
     visibility_timeout: int = 45
     proxy_hops: int = 0
-    coalesce_inflight: int = 2
+    coalesce_inflight: int = 1
     # Seconds a shard worker's ownership lock outlives its last heartbeat (workers/ownership.py).
     shard_owner_ttl: int = 30
     extra: dict[str, str] = field(default_factory=dict)
@@ -132,7 +132,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         proxy_hops=_int(env, "DOCNUM_PROXY_HOPS", 0),
         # Messages in flight per shard per API process before requests are held back to
         # coalesce (api/coalescer.py); docs/benchmarks.md has the measurements behind it.
-        coalesce_inflight=_int(env, "DOCNUM_COALESCE_INFLIGHT", 2),
+        coalesce_inflight=_int(env, "DOCNUM_COALESCE_INFLIGHT", 1),
         shard_owner_ttl=shard_owner_ttl,
     )
 
