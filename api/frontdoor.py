@@ -50,6 +50,7 @@ class Answer:
     number: dict | None = None
     error: DocnumError | None = None
     joined: bool = False                # an earlier submission with this key already existed
+    slot: object = None                 # where the waiter will put the answer (``expect``)
 
 
 class RedisHealth:
@@ -257,7 +258,7 @@ class FrontDoor:
     # -- submission -----------------------------------------------------------------------
     def accept(self, *, client: str, idempotency_key: str, route: str, mode: str, body: dict,
                ctx: NumberingContext, client_ip: str | None,
-               user_agent: str | None) -> Answer:
+               user_agent: str | None, expect_answer: bool = False) -> Answer:
         """Take one issuing request: join an earlier one with the same key, queue it, or (Redis
         down) serve it on the DB-only path. Refusals (codes, config, template fields) raise
         before anything is queued, and leave no trace of the key."""
@@ -292,14 +293,20 @@ class FrontDoor:
         except DocnumError:
             self._forget(request_id)  # a refused request was never accepted
             raise
+        # A synchronous caller listens before publishing: no first look for the answer later.
+        slot = self.waiter.expect(request_id) if expect_answer else None
         try:
             self._publish(request)
-        except BROKER_ERRORS as exc:
+        except BaseException as exc:
+            if slot is not None:
+                self.waiter.forget(request_id, slot)
+            if not isinstance(exc, BROKER_ERRORS):
+                raise
             self._redis_down(exc, request_id)
             return self._serve_directly(request)
         if self.health is not None:
             self.health.mark_up()
-        return Answer(request_id, "queued")
+        return Answer(request_id, "queued", slot=slot)
 
     def _reference(self, generation: object):  # noqa: ANN202 - shared.refcache.Reference
         """The cached snapshot while the store reports a generation, else the database."""
@@ -447,9 +454,9 @@ class FrontDoor:
                               "the request is still queued: retry with the same "
                               "Idempotency-Key", retry_after=2)
 
-    def wait(self, request_id: str, timeout: float) -> Answer | None:
+    def wait(self, request_id: str, timeout: float, slot: object = None) -> Answer | None:
         try:
-            result = self.waiter.wait(request_id, timeout)
+            result = self.waiter.wait(request_id, timeout, slot)
         except BROKER_ERRORS:
             result = None
         return answer_from_result(request_id, result) if result is not None else None

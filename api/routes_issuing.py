@@ -38,7 +38,7 @@ def _timeout() -> float:
     return value
 
 
-def _accept(route: str, mode: str | None = None) -> Answer:
+def _accept(route: str, mode: str | None = None, *, expect_answer: bool = False) -> Answer:
     """Validate the request's shape, then hand it to the front door (queue, join, DB-only)."""
     principal = current_principal()
     key = issuing.check_idempotency_key(request.headers.get("Idempotency-Key"))
@@ -51,7 +51,7 @@ def _accept(route: str, mode: str | None = None) -> Answer:
     actor = request_actor()
     return services().frontdoor.accept(
         client=principal.sub, idempotency_key=key, route=route, mode=mode, body=body, ctx=ctx,
-        client_ip=actor.client_ip, user_agent=actor.user_agent)
+        client_ip=actor.client_ip, user_agent=actor.user_agent, expect_answer=expect_answer)
 
 
 def _status_url(request_id: str) -> str:
@@ -104,9 +104,9 @@ def get_request(request_id: str):  # noqa: ANN201
 
 def _issue_and_wait(route: str, mode: str):  # noqa: ANN202
     timeout = _timeout()
-    answer = _accept(route, mode)
+    answer = _accept(route, mode, expect_answer=timeout > 0)
     if answer.status == "queued":
-        answer = services().frontdoor.wait(answer.request_id, timeout) or answer
+        answer = services().frontdoor.wait(answer.request_id, timeout, answer.slot) or answer
     if answer.status == "queued":
         # No answer in time. Waiting for a dead database is 503 SERVICE_BUSY (the request
         # stays queued; a retry with the same Idempotency-Key joins it), otherwise 202.

@@ -86,18 +86,39 @@ class PubSubWaiter:
                 log.warning("result listener lost Redis (%s); reconnecting", exc)
                 time.sleep(0.5)
 
-    def wait(self, request_id: str, timeout: float) -> dict | None:
-        if timeout <= 0:
-            return self.fetch(request_id)
+    def expect(self, request_id: str) -> _Slot:
+        """Listen for ``request_id``'s answer from now on (before its message is published, so
+        the answer cannot slip by and ``wait`` needs no first look in the result backend)."""
         self._ensure_listener()
         slot = _Slot()
         with self._lock:
             self._slots.setdefault(request_id, []).append(slot)
+        return slot
+
+    def forget(self, request_id: str, slot: _Slot) -> None:
+        with self._lock:
+            slots = self._slots.get(request_id)
+            if slots and slot in slots:
+                slots.remove(slot)
+                if not slots:
+                    del self._slots[request_id]
+
+    def wait(self, request_id: str, timeout: float, slot: _Slot | None = None) -> dict | None:
+        """The answer, or None after ``timeout``. With a ``slot`` from ``expect`` registered
+        before publishing, the first look in the result backend is skipped."""
+        if timeout <= 0:
+            if slot is not None:
+                self.forget(request_id, slot)
+            return self.fetch(request_id)
+        registered_early = slot is not None
+        if slot is None:
+            slot = self.expect(request_id)
         try:
-            # The answer may have been stored before we registered: look once, then wait.
-            value = self.fetch(request_id)
-            if value is not None:
-                return value
+            if not registered_early:
+                # The answer may have been stored before we registered: look once, then wait.
+                value = self.fetch(request_id)
+                if value is not None:
+                    return value
             deadline = time.monotonic() + timeout
             while True:
                 remaining = deadline - time.monotonic()
@@ -110,12 +131,7 @@ class PubSubWaiter:
                 if value is not None:
                     return value
         finally:
-            with self._lock:
-                slots = self._slots.get(request_id)
-                if slots and slot in slots:
-                    slots.remove(slot)
-                    if not slots:
-                        del self._slots[request_id]
+            self.forget(request_id, slot)
 
 
 class PollingWaiter:
@@ -125,7 +141,13 @@ class PollingWaiter:
         self.fetch = fetch
         self.interval = interval
 
-    def wait(self, request_id: str, timeout: float) -> dict | None:
+    def expect(self, request_id: str) -> None:
+        return None
+
+    def forget(self, request_id: str, slot: object) -> None:
+        pass
+
+    def wait(self, request_id: str, timeout: float, slot: object = None) -> dict | None:
         deadline = time.monotonic() + timeout
         while True:
             value = self.fetch(request_id)
