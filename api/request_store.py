@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
@@ -34,6 +34,11 @@ class Record:
     counter_key: str
     submitted_at: str
 
+    def to_dict(self) -> dict:  # not dataclasses.asdict (a deep copy): once per request
+        return {"request_id": self.request_id, "client": self.client,
+                "fingerprint": self.fingerprint, "mode": self.mode,
+                "counter_key": self.counter_key, "submitted_at": self.submitted_at}
+
 
 class RedisRequestStore:
     def __init__(self, client: redis.Redis, ttl: int) -> None:
@@ -46,7 +51,7 @@ class RedisRequestStore:
 
     def claim(self, record: Record) -> Record | None:
         """Store ``record`` unless one exists; return the existing one (None when claimed)."""
-        payload = json.dumps(asdict(record), ensure_ascii=False)
+        payload = json.dumps(record.to_dict(), ensure_ascii=False)
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self._key(record.request_id), payload, nx=True, ex=self.ttl)
         pipe.get(self._key(record.request_id))
@@ -57,7 +62,7 @@ class RedisRequestStore:
 
     def claim_with_generation(self, record: Record) -> tuple[Record | None, object]:
         """``claim`` plus the reference generation, in the same round trip (the hot path)."""
-        payload = json.dumps(asdict(record), ensure_ascii=False)
+        payload = json.dumps(record.to_dict(), ensure_ascii=False)
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self._key(record.request_id), payload, nx=True, ex=self.ttl)
         pipe.get(self._key(record.request_id))
@@ -81,7 +86,7 @@ class RedisRequestStore:
 
     def restamp(self, record: Record, submitted_at: str) -> None:
         """The request was queued again at ``submitted_at`` (expiry unchanged)."""
-        payload = json.dumps(asdict(record) | {"submitted_at": submitted_at}, ensure_ascii=False)
+        payload = json.dumps(record.to_dict() | {"submitted_at": submitted_at}, ensure_ascii=False)
         self.redis.set(self._key(record.request_id), payload, xx=True, keepttl=True)
 
     def drop_result(self, request_id: str) -> None:

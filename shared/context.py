@@ -1,7 +1,7 @@
 """The numbering context: what a request says about the document it wants a number for."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import date
 
 # The counter-key dimensions, in the fixed order of SPEC §3.3, with the context field each reads.
@@ -46,14 +46,18 @@ class NumberingContext:
         return getattr(self, DIMENSION_FIELD[dimension])
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        # Plain getattr, not dataclasses.asdict (a deep copy): this runs for every request at
+        # the front door and for every audit row in the workers.
+        out = {name: getattr(self, name) for name in _FIELD_NAMES}
         out["document_date"] = self.document_date.isoformat() if self.document_date else None
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "NumberingContext":
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
+        values = {k: v for k, v in data.items() if k in _FIELD_NAMES}
         if isinstance(values.get("document_date"), str):
             values["document_date"] = date.fromisoformat(values["document_date"])
         return cls(**values)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(NumberingContext))
