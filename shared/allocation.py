@@ -130,14 +130,21 @@ def allocate_many(engine: Engine, groups: dict[str, list[AllocationRequest]], *,
     ctype = first.context.correspondence_type or ""
     started = time.perf_counter()
     attempt = 0
+    optimistic = True
     while True:
         metrics.lock_acquisition_total.labels(project, ctype).inc(len(groups))
         try:
             with transaction(engine) as session:
                 return allocate_groups_in_session(
                     session, groups, clock=clock, reservation_ttl=reservation_ttl,
-                    fallback_used=fallback_used, retry_count=attempt, started=started)
+                    fallback_used=fallback_used, retry_count=attempt, started=started,
+                    optimistic=optimistic)
         except IntegrityError as exc:
+            if optimistic:
+                # A request served before (a redelivery) or a number another template already
+                # rendered: serve the batch again at once, with the look-ups that sort it out.
+                optimistic = False
+                continue
             # Another counter key of the project committed the same text between our check
             # and our insert (or a second consumer served the same request): look again.
             reason = "conflict"
@@ -226,8 +233,16 @@ def allocate_in_session(session: Session, counter_key: str, requests: list[Alloc
 def allocate_groups_in_session(session: Session, groups: dict[str, list[AllocationRequest]], *,
                                clock: Clock, reservation_ttl: int = 300,
                                fallback_used: str = "NONE", retry_count: int = 0,
-                               started: float | None = None) -> dict[str, list[Outcome]]:
-    """``allocate_in_session`` for several counter keys at once (one statement of each kind)."""
+                               started: float | None = None,
+                               optimistic: bool = False) -> dict[str, list[Outcome]]:
+    """``allocate_in_session`` for several counter keys at once (one statement of each kind).
+
+    ``optimistic`` skips the two look-ups that almost never find anything (requests already
+    served, numbers already taken by another template) and lets the ledger's unique keys
+    (request id, number per project) catch those cases instead: the INSERT fails, the caller
+    rolls back and serves the batch again with the look-ups (``allocate_many``'s retry). Only
+    for callers that own the transaction; two round trips fewer per batch.
+    """
     if started is None:
         started = time.perf_counter()
     now = clock.now()
@@ -243,9 +258,11 @@ def allocate_groups_in_session(session: Session, groups: dict[str, list[Allocati
             ctx.project, ctx.correspondence_type or "").observe(lock_wait_ms)
 
     # Requests already served: the ledger's unique request id is the idempotency guard.
-    ids = list({r.request_id for key in keys for r in groups[key]})
-    existing = {row.request_id: row for row in session.connection().execute(
-        _SERVED, {"ids": ids})}
+    existing = {}
+    if not optimistic:
+        ids = list({r.request_id for key in keys for r in groups[key]})
+        existing = {row.request_id: row for row in session.connection().execute(
+            _SERVED, {"ids": ids})}
 
     plans: dict[str, list[_Plan]] = {}
     for key in keys:
@@ -267,7 +284,7 @@ def allocate_groups_in_session(session: Session, groups: dict[str, list[Allocati
             seen.setdefault(request.request_id, plan)
             plans[key].append(plan)
 
-    new_lasts = _assign_sequences(session, plans, lasts)
+    new_lasts = _assign_sequences(session, plans, lasts, check_taken=not optimistic)
 
     ledger_rows: list[dict] = []
     audit_rows: list[dict] = []
@@ -304,7 +321,7 @@ def allocate_groups_in_session(session: Session, groups: dict[str, list[Allocati
 
 
 def _assign_sequences(session: Session, plans: dict[str, list[_Plan]],
-                      lasts: dict[str, int]) -> dict[str, int]:
+                      lasts: dict[str, int], *, check_taken: bool = True) -> dict[str, int]:
     """Give each new request the next sequence of its counter; returns the new last sequences.
 
     A request that cannot be numbered (capacity, length, collision) is refused and its
@@ -316,7 +333,8 @@ def _assign_sequences(session: Session, plans: dict[str, list[_Plan]],
     while True:
         new_lasts = {key: _render(key_todo, lasts[key]) for key, key_todo in todo.items()}
         collided = _first_collision(session, [p for key_todo in todo.values()
-                                              for p in key_todo if p.number])
+                                              for p in key_todo if p.number],
+                                    check_taken=check_taken)
         if collided is None:
             return new_lasts
         project = collided.request.context.project
@@ -356,15 +374,18 @@ def _render(todo: list[_Plan], last: int) -> int:
     return sequence
 
 
-def _first_collision(session: Session, plans: list[_Plan]) -> _Plan | None:
+def _first_collision(session: Session, plans: list[_Plan], *,
+                     check_taken: bool = True) -> _Plan | None:
     """The first plan whose number exists in its project already, or twice in this batch."""
     by_project: dict[str, list[_Plan]] = {}
     for plan in plans:
         by_project.setdefault(plan.request.context.project, []).append(plan)
     for project, project_plans in by_project.items():
-        numbers = [p.number for p in project_plans]
-        taken = set(session.connection().execute(
-            _TAKEN, {"project": project, "numbers": numbers}).scalars())
+        taken: set[str] = set()
+        if check_taken:
+            numbers = [p.number for p in project_plans]
+            taken = set(session.connection().execute(
+                _TAKEN, {"project": project, "numbers": numbers}).scalars())
         in_batch: set[str] = set()
         for plan in project_plans:
             if plan.number in taken or plan.number in in_batch:

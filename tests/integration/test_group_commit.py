@@ -92,3 +92,28 @@ def test_collision_between_keys_of_one_batch_is_refused_without_consuming(
         lasts = dict(session.execute(select(Counter.counter_key, Counter.last_sequence).where(
             Counter.counter_key.in_([first.counter_key, clash.counter_key]))).all())
     assert sorted(lasts.values()) == [0, 1]  # the refused request consumed nothing
+
+
+def test_number_taken_earlier_is_refused_after_the_optimistic_insert_fails(
+        engine, settings, seed):  # noqa: ANN001
+    # The first attempt skips the look-ups; the ledger's unique number per project stops the
+    # insert, and the careful second attempt refuses just that request.
+    seed({"LETTER": (LETTER_TEMPLATE, "YEARLY"),
+          "MEMO": ("คคง.-{RECIPIENT}-{SEQ:4}-{YEAR:B.E.}", "YEARLY")}, project="P2")
+    first = _request(engine, settings, letter(project="P2"))
+    [issued] = allocate_many(engine, _groups([first]), clock=SystemClock())[first.counter_key]
+    clash = _request(engine, settings, letter(project="P2", correspondence_type="MEMO"))
+    fine = _request(engine, settings, letter(project="P2", recipient="ผรม.1",
+                                             correspondence_type="MEMO"))
+    served = allocate_many(engine, _groups([clash, fine]), clock=SystemClock())
+    [refused] = served[clash.counter_key]
+    assert refused.error is not None and refused.error.code == "DUPLICATE_NUMBER"
+    assert issued.number["document_number"] in refused.error.detail
+    [ok] = served[fine.counter_key]
+    assert ok.ok and ok.number["document_number"] == "คคง.-ผรม.1-0001-2568"
+    with transaction(engine) as session:
+        last = session.scalar(select(Counter.last_sequence).where(
+            Counter.counter_key == clash.counter_key))
+        failures = session.scalar(select(func.count()).select_from(AuditRow).where(
+            AuditRow.request_id == clash.request_id, AuditRow.success.is_(False)))
+    assert last == 0 and failures == 1
