@@ -247,7 +247,8 @@ class FrontDoor:
         self.coalescer = Coalescer(
             lambda queue, messages: self.publisher.send(
                 ALLOCATE_TASK, [messages], queue, kwargs={"ledger": ledger_identity(engine)}),
-            inflight_limit=settings.coalesce_inflight)
+            inflight_limit=settings.coalesce_inflight,
+            linger_s=settings.coalesce_linger_ms / 1000)
         if isinstance(waiter, PubSubWaiter):
             waiter.on_answer = self.coalescer.answered
         self.references = ReferenceCache(self._load_snapshot)

@@ -47,6 +47,7 @@ class Settings:
     visibility_timeout: int = 45
     proxy_hops: int = 0
     coalesce_inflight: int = 1
+    coalesce_linger_ms: int = 20
     # Seconds a shard worker's ownership lock outlives its last heartbeat (workers/ownership.py).
     shard_owner_ttl: int = 30
     extra: dict[str, str] = field(default_factory=dict)
@@ -133,6 +134,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         # Messages in flight per shard per API process before requests are held back to
         # coalesce (api/coalescer.py); docs/benchmarks.md has the measurements behind it.
         coalesce_inflight=_int(env, "DOCNUM_COALESCE_INFLIGHT", 1),
+        # After an answer, how long a shard's next batch may wait to fill (busy shards only).
+        coalesce_linger_ms=_int(env, "DOCNUM_COALESCE_LINGER_MS", 20),
         shard_owner_ttl=shard_owner_ttl,
     )
 

@@ -58,3 +58,52 @@ def test_a_shard_waits_for_its_answers_before_the_next_message() -> None:
         for future in futures:
             future.result(2)
     assert [len(m) for m in sent] == [1, 5]               # the five left together
+
+
+def test_a_busy_shard_lets_its_next_batch_linger_until_it_fills_or_times_out() -> None:
+    sent: list[list[dict]] = []
+    coalescer = Coalescer(lambda queue, messages: sent.append(messages), inflight_limit=1,
+                          inflight_timeout_s=5.0, linger_s=0.3, fill=3)
+
+    def publish_all(ids: list[str]) -> list:
+        pool = ThreadPoolExecutor(len(ids))
+        return [pool.submit(coalescer.publish, "q", i, {"id": i}) for i in ids]
+
+    coalescer.publish("q", "first", {"id": "first"})       # idle shard: leaves at once
+    held = publish_all([f"a{i}" for i in range(4)])       # gather behind it
+    time.sleep(0.05)
+    coalescer.answered("first")                           # a 1-request batch: not busy
+    for future in held:
+        future.result(2)
+    assert [len(m) for m in sent] == [1, 4]               # the four left at once, together
+
+    # The 4-request batch is answered: the shard is busy, so the next batch lingers.
+    started = time.monotonic()
+    late = publish_all(["b0", "b1"])
+    time.sleep(0.05)
+    for i in range(4):
+        coalescer.answered(f"a{i}")
+    for future in late:
+        future.result(2)
+    assert [len(m) for m in sent] == [1, 4, 2]            # b0 and b1 left together ...
+    assert time.monotonic() - started >= 0.25             # ... only when the linger ended
+
+    # After a small batch nothing lingers.
+    started = time.monotonic()
+    quick = publish_all([f"c{i}" for i in range(4)])
+    time.sleep(0.05)
+    coalescer.answered("b0")
+    coalescer.answered("b1")                               # 2 < BUSY_BATCH: no linger
+    for future in quick:
+        future.result(2)
+    assert time.monotonic() - started < 0.25 and [len(m) for m in sent][-1] == 4
+
+    # A lingering batch that fills up leaves before the linger ends.
+    started = time.monotonic()
+    full = publish_all(["e0", "e1", "e2"])
+    time.sleep(0.05)
+    for i in range(4):
+        coalescer.answered(f"c{i}")                        # busy, but 3 (= fill) are waiting
+    for future in full:
+        future.result(2)
+    assert time.monotonic() - started < 0.25 and [len(m) for m in sent][-1] == 3
