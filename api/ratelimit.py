@@ -105,6 +105,12 @@ class IssuingRateLimits:
         self._lock = threading.Lock()
         self._probe_at = 0.0       # while in the future, Redis is considered down
         self._backoff = PROBE_BACKOFF_S[0]
+        # Both budgets in ONE round trip: the storage's own moving-window script, twice in a
+        # pipeline (exactly what ``hit`` runs, once per call). Only where the storage offers
+        # it (limits' RedisStorage and RedisSentinelStorage); otherwise two ``hit`` calls.
+        storage = self.shared.storage if self.shared is not None else None
+        self._pipelined = all(hasattr(storage, name) for name in (
+            "lua_acquire_moving_window", "get_connection", "prefixed_key"))
 
     def _limiter(self) -> MovingWindowRateLimiter:
         if self.shared is not None and time.monotonic() >= self._probe_at:
@@ -135,14 +141,32 @@ class IssuingRateLimits:
             allowed = limiter.hit(limit, scope, key)
         return None if allowed else limiter
 
+    def _hit_both(self, budgets: list[tuple[RateLimitItem, str, str, str]]) -> list:
+        """``_hit`` for every budget, in one pipeline when the storage allows."""
+        if not self._pipelined or self._limiter() is not self.shared:
+            return [self._hit(limit, scope, key) for limit, scope, key, _ in budgets]
+        storage = self.shared.storage
+        try:
+            pipe = storage.get_connection().pipeline(transaction=False)
+            now = time.time()
+            for limit, scope, key, _ in budgets:
+                storage.lua_acquire_moving_window(
+                    [storage.prefixed_key(limit.key_for(scope, key))],
+                    [now, limit.amount, limit.get_expiry(), 1], client=pipe)
+            allowed = pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - limiter trouble must never become a 5xx
+            self._storage_failed(exc)
+            return [self._hit(limit, scope, key) for limit, scope, key, _ in budgets]
+        self._backoff = PROBE_BACKOFF_S[0]  # Redis answers (again)
+        return [None if ok else self.shared for ok in allowed]
+
     def check(self) -> None:
         """``before_request``: counted before authentication, so bad tokens are limited too."""
         if request.endpoint not in ISSUING_ENDPOINTS:
             return
-        for limit, scope, key, which in (
-                (self.ip_limit, "issuing-ip", f"ip:{_client_ip()}", "per IP"),
-                (self.user_limit, "issuing-user", _user_key(), "per user")):
-            refused_by = self._hit(limit, scope, key)
+        budgets = [(self.ip_limit, "issuing-ip", f"ip:{_client_ip()}", "per IP"),
+                   (self.user_limit, "issuing-user", _user_key(), "per user")]
+        for (limit, scope, key, which), refused_by in zip(budgets, self._hit_both(budgets)):
             if refused_by is not None:
                 retry_after = self._retry_after(refused_by, limit, scope, key)
                 raise DocnumError(

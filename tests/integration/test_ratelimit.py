@@ -76,6 +76,7 @@ def test_per_ip_limit_counts_every_user_of_an_address(limited_app, auth, seed): 
     app = limited_app(rate_limit_user="1000/minute", rate_limit_ip="4/minute")
     client = app.test_client()
     env = {"REMOTE_ADDR": ip()}
+    assert app.extensions["docnum_rate_limits"]._pipelined  # both budgets in one round trip
     codes = [client.post(f"{BASE}/generate?timeout=10", json=letter(),
                          headers=auth(unique("ip-user")), environ_base=env).status_code
              for _ in range(5)]
