@@ -54,8 +54,17 @@ def _accept(route: str, mode: str | None = None, *, expect_answer: bool = False)
         client_ip=actor.client_ip, user_agent=actor.user_agent, expect_answer=expect_answer)
 
 
+_STATUS_PREFIX: dict[str, str] = {}  # per mount point (SCRIPT_NAME)
+
+
 def _status_url(request_id: str) -> str:
-    return url_for("issuing.get_request", request_id=request_id)
+    # url_for once per mount point, then concatenation: its routing work showed in the hot
+    # path's profile, and request ids are UUIDs (nothing to quote).
+    prefix = _STATUS_PREFIX.get(request.script_root)
+    if prefix is None:
+        prefix = url_for("issuing.get_request", request_id="-")[:-1]
+        _STATUS_PREFIX[request.script_root] = prefix
+    return prefix + request_id
 
 
 def _queued(answer: Answer):  # noqa: ANN202

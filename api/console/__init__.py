@@ -45,7 +45,17 @@ def session_secret(jwt_secret: str) -> str:
 
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie session, with the Secure flag set per request (https only)."""
+    """Flask's signed-cookie session, with the Secure flag set per request (https only).
+
+    Only the console has a session: the API authenticates every call by its bearer token, so
+    its requests get Flask's null session and skip the cookie's signature check (the cookie's
+    path is /console anyway).
+    """
+
+    def open_session(self, app, request):  # noqa: ANN001, ANN201
+        if not request.path.startswith(COOKIE_PATH):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
     def get_cookie_secure(self, app) -> bool:  # noqa: ANN001
         if request.is_secure:
