@@ -246,7 +246,7 @@ class FrontDoor:
         # Requests for one shard that arrive together leave as one message (api/coalescer.py).
         self.coalescer = Coalescer(
             lambda queue, messages: self.publisher.send(
-                ALLOCATE_TASK, [messages], queue, kwargs={"ledger": ledger_identity(engine)}),
+                ALLOCATE_TASK, [messages], queue, kwargs=self._task_kwargs()),
             inflight_limit=settings.coalesce_inflight,
             linger_s=settings.coalesce_linger_ms / 1000)
         if isinstance(waiter, PubSubWaiter):
@@ -349,6 +349,13 @@ class FrontDoor:
             self.celery.send_task(ALLOCATE_TASK, args=[[request.to_message()]],
                                   kwargs={"ledger": ledger_identity(self.engine)},
                                   queue=queue, ignore_result=True, retry=False)
+
+    def _task_kwargs(self) -> dict:
+        """Whose ledger the requests belong to, and where this process hears the answers."""
+        kwargs = {"ledger": ledger_identity(self.engine)}
+        if isinstance(self.waiter, PubSubWaiter):
+            kwargs["reply"] = self.waiter.reply_channel
+        return kwargs
 
     def _load_snapshot(self) -> Snapshot:
         with transaction(self.engine) as session:

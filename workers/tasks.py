@@ -27,7 +27,9 @@ DB_OUTAGE_PATIENCE_S = 20.0
 def register(celery: Celery) -> None:
     # shared=False: this app's task only (see workers/maintenance.py, register).
     @celery.task(name=ALLOCATE_TASK, bind=True, ignore_result=True, shared=False)
-    def allocate(self, messages: list[dict], ledger: str | None = None) -> int:  # noqa: ANN001
+    def allocate(self, messages: list[dict], ledger: str | None = None,
+                 reply: str | None = None) -> int:  # noqa: ANN001
+        # ``reply``: the answer channel of the API process that sent the batch (api/waiter.py).
         settings: Settings = self.app.conf.docnum_settings
         own = ledger_identity(get_engine(settings.database_url, pre_ping=False))
         requests = [AllocationRequest.from_message(m) for m in messages]
@@ -41,10 +43,10 @@ def register(celery: Celery) -> None:
             error = DocnumError("MISROUTED", f"the request reached a worker of another "
                                              f"deployment ({own}); retry it", retry_after=1)
             store_outcomes(self.app, requests, [Outcome(r.request_id, error=error)
-                                                for r in requests])
+                                                for r in requests], reply=reply)
             return 0
         outcomes = serve_requests(settings, requests)
-        store_outcomes(self.app, requests, outcomes)
+        store_outcomes(self.app, requests, outcomes, reply=reply)
         return len(outcomes)
 
 
@@ -112,12 +114,13 @@ def observe_generation(request: AllocationRequest, outcome: Outcome) -> None:
 
 
 def store_outcomes(celery: Celery, requests: list[AllocationRequest],
-                   outcomes: list[Outcome]) -> None:
-    """Publish each request's answer under its own request id in the result backend.
+                   outcomes: list[Outcome], reply: str | None = None) -> None:
+    """Store each request's answer under its own request id in the result backend.
 
     On Redis, one pipeline stores and publishes the whole batch (Celery's own ``store_result``
-    would cost a round trip per request); the keys and values are exactly Celery's, so
-    ``AsyncResult(request_id)`` reads them too.
+    would cost a round trip per request); the keys and values are exactly Celery's. Each
+    answer is published on ``reply`` (the sending API process's channel, api/waiter.py), or,
+    without one, on Celery's per-key channel.
     """
     backend = celery.backend
     if isinstance(backend, RedisBackend):
@@ -132,7 +135,7 @@ def store_outcomes(celery: Celery, requests: list[AllocationRequest],
                     pipe.setex(key, backend.expires, value)
                 else:
                     pipe.set(key, value)
-                pipe.publish(key, value)
+                pipe.publish(reply or key, value)
             pipe.execute()
     else:
         for request, outcome in zip(requests, outcomes):
