@@ -28,8 +28,9 @@ def register(celery: Celery) -> None:
     # shared=False: this app's task only (see workers/maintenance.py, register).
     @celery.task(name=ALLOCATE_TASK, bind=True, ignore_result=True, shared=False)
     def allocate(self, messages: list[dict], ledger: str | None = None,
-                 reply: str | None = None) -> int:  # noqa: ANN001
+                 reply: str | None = None, **_later: object) -> int:  # noqa: ANN001
         # ``reply``: the answer channel of the API process that sent the batch (api/waiter.py).
+        # ``_later``: optional fields a newer front door may add (docs/deploy.md §7).
         settings: Settings = self.app.conf.docnum_settings
         own = ledger_identity(get_engine(settings.database_url, pre_ping=False))
         requests = [AllocationRequest.from_message(m) for m in messages]
