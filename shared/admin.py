@@ -143,19 +143,53 @@ def _holder_of(session: Session, counter_key: str, sequence: int) -> str | None:
 
 # --------------------------------------------------------------------------- manual override
 
-def manual_override(engine: Engine, body: dict, actor: Actor, clock: Clock,
-                    timezone: str) -> dict:
-    """Register a legacy or corrected number as CONFIRMED, source MANUAL."""
+@dataclass
+class OverrideRequest:
+    """A manual override checked for shape, codes and config (nothing written yet)."""
+
+    ctx: NumberingContext
+    number: str
+    reason: str
+    config: ConfigView
+    fit: tuple[str, int] | None  # (counter key, sequence) when the number fits the template
+
+
+def check_override(session: Session, body: dict,
+                   minimum_reason: int = OVERRIDE_REASON_MIN) -> OverrideRequest:
+    """The checks a manual override and the console's preview of one share."""
     ctx = issuing.parse_context(body)
     number = body.get("document_number")
     problem = number_problem(number)
     if problem:
         raise problem
-    reason = check_reason(body.get("reason"), minimum=OVERRIDE_REASON_MIN)
+    reason = check_reason(body.get("reason"), minimum=minimum_reason)
+    check_context_codes(session, ctx)
+    config = resolve_config(session, ctx.project, ctx.correspondence_type)
+    return OverrideRequest(ctx, number, reason, config, fit_number(config, ctx, number))
+
+
+def refuse_taken_number(session: Session, project: str, number: str) -> None:
+    taken = session.scalar(select(IssuedNumber.state).where(
+        IssuedNumber.project == project, IssuedNumber.document_number == number))
+    if taken is not None:
+        raise DocnumError("DUPLICATE_NUMBER", f"{number} is already in the ledger of "
+                                              f"{project} ({taken})")
+
+
+def refuse_held_sequence(session: Session, fit: tuple[str, int]) -> None:
+    holder = _holder_of(session, *fit)
+    if holder is not None:
+        raise DocnumError("DUPLICATE_NUMBER", f"sequence {fit[1]} of {fit[0]} is already "
+                                              f"held by {holder}")
+
+
+def manual_override(engine: Engine, body: dict, actor: Actor, clock: Clock,
+                    timezone: str) -> dict:
+    """Register a legacy or corrected number as CONFIRMED, source MANUAL."""
     with transaction(engine) as session:
-        check_context_codes(session, ctx)
-        config = resolve_config(session, ctx.project, ctx.correspondence_type)
-    fit = fit_number(config, ctx, number)
+        checked = check_override(session, body)
+    ctx, number, reason, config, fit = (checked.ctx, checked.number, checked.reason,
+                                        checked.config, checked.fit)
 
     def work(session: Session) -> dict:
         now = clock.now()
@@ -164,17 +198,10 @@ def manual_override(engine: Engine, body: dict, actor: Actor, clock: Clock,
         if fit:  # lock first: the checks below then see everything committed on this counter
             last = lock_counter(session, fit[0], ctx.project, config.sequence_start,
                                 config.parsed.capacity, now_db)
-        taken = session.scalar(select(IssuedNumber.state).where(
-            IssuedNumber.project == ctx.project, IssuedNumber.document_number == number))
-        if taken is not None:
-            raise DocnumError("DUPLICATE_NUMBER", f"{number} is already in the ledger of "
-                                                  f"{ctx.project} ({taken})")
+        refuse_taken_number(session, ctx.project, number)
         raised = None
         if fit:
-            holder = _holder_of(session, *fit)
-            if holder is not None:
-                raise DocnumError("DUPLICATE_NUMBER", f"sequence {fit[1]} of {fit[0]} is "
-                                                      f"already held by {holder}")
+            refuse_held_sequence(session, fit)
             if fit[1] > last:
                 session.execute(update(Counter).where(Counter.counter_key == fit[0])
                                 .values(last_sequence=fit[1], updated_at=now_db))

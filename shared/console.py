@@ -25,15 +25,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from shared import reports
-from shared import issuing
-from shared.admin import counter_floor, fit_number, get_reset, list_resets, number_problem
+from shared.admin import (check_override, counter_floor, get_reset, list_resets,
+                          refuse_held_sequence, refuse_taken_number)
 from shared.configs import ConfigView, config_history, list_configs
 from shared.context import FIELD_KIND
 from shared.db import transaction
-from shared.catalog import check_context_codes
-from shared.configs import resolve_config
 from shared.errors import DocnumError
-from shared.lifecycle import check_reason
 from shared.models import CatalogEntry, Counter, IssuedNumber, ResetRequest
 
 log = logging.getLogger(__name__)
@@ -196,32 +193,18 @@ def override_plan(session: Session, body: dict, minimum_reason: int) -> dict:
     """What a manual override of ``body`` would do, checked as ``admin.manual_override``
     checks it, without writing: the context, whether the number fits the resolved template,
     and the counter it would raise."""
-    ctx = issuing.parse_context(body)
-    number = body.get("document_number")
-    problem = number_problem(number)
-    if problem:
-        raise problem
-    reason = check_reason(body.get("reason"), minimum=minimum_reason)
-    check_context_codes(session, ctx)
-    config = resolve_config(session, ctx.project, ctx.correspondence_type)
-    fit = fit_number(config, ctx, number)
-    plan = {"document_number": number, "reason": reason, "context": ctx.to_dict(),
-            "config_id": config.id, "template": config.template, "fits": fit is not None,
+    checked = check_override(session, body, minimum_reason)
+    fit = checked.fit
+    plan = {"document_number": checked.number, "reason": checked.reason,
+            "context": checked.ctx.to_dict(), "config_id": checked.config.id,
+            "template": checked.config.template, "fits": fit is not None,
             "counter_key": None, "sequence": None, "last_sequence": None}
     if fit is not None:
         plan["counter_key"], plan["sequence"] = fit
         plan["last_sequence"] = session.scalar(select(Counter.last_sequence).where(
             Counter.counter_key == fit[0]))
-        holder = session.scalar(select(IssuedNumber.document_number).where(
-            IssuedNumber.counter_key == fit[0], IssuedNumber.sequence == fit[1]))
-        if holder is not None:
-            raise DocnumError("DUPLICATE_NUMBER", f"sequence {fit[1]} of {fit[0]} is already "
-                                                  f"held by {holder}")
-    taken = session.scalar(select(IssuedNumber.state).where(
-        IssuedNumber.project == ctx.project, IssuedNumber.document_number == number))
-    if taken is not None:
-        raise DocnumError("DUPLICATE_NUMBER", f"{number} is already in the ledger of "
-                                              f"{ctx.project} ({taken})")
+        refuse_held_sequence(session, fit)
+    refuse_taken_number(session, checked.ctx.project, checked.number)
     return plan
 
 
