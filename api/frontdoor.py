@@ -299,8 +299,7 @@ class FrontDoor:
         try:
             self._publish(request)
         except BaseException as exc:
-            if slot is not None:
-                self.waiter.forget(request_id, slot)
+            self.waiter.forget(request_id, slot)  # nobody will wait on this slot
             if not isinstance(exc, BROKER_ERRORS):
                 raise
             self._redis_down(exc, request_id)

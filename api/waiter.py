@@ -114,7 +114,9 @@ class PubSubWaiter:
             self._slots.setdefault(request_id, []).append(slot)
         return slot
 
-    def forget(self, request_id: str, slot: _Slot) -> None:
+    def forget(self, request_id: str, slot: _Slot | None) -> None:
+        if slot is None:
+            return
         with self._lock:
             slots = self._slots.get(request_id)
             if slots and slot in slots:
@@ -126,8 +128,7 @@ class PubSubWaiter:
         """The answer, or None after ``timeout``. With a ``slot`` from ``expect`` registered
         before publishing, the first look in the result backend is skipped."""
         if timeout <= 0:
-            if slot is not None:
-                self.forget(request_id, slot)
+            self.forget(request_id, slot)
             return self.fetch(request_id)
         registered_early = slot is not None
         if slot is None:

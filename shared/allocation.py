@@ -48,8 +48,6 @@ MAX_ATTEMPTS = 5
 # cache directly; expanding ``IN`` parameters take a list.
 _counters = Counter.__table__
 _ledger = IssuedNumber.__table__
-_LOCK_COUNTER = (select(_counters.c.last_sequence)
-                 .where(_counters.c.counter_key == bindparam("key")).with_for_update())
 _LOCK_COUNTERS = (select(_counters.c.counter_key, _counters.c.last_sequence)
                   .where(_counters.c.counter_key.in_(bindparam("keys", expanding=True)))
                   .order_by(_counters.c.counter_key).with_for_update())
@@ -187,30 +185,23 @@ def lock_counter(session: Session, counter_key: str, project: str, start: int,
 
     Also used by the admin operations (override, import, reset) that move a counter.
     """
-    connection = session.connection()
-    last = connection.execute(_LOCK_COUNTER, {"key": counter_key}).scalar()
-    if last is not None:
-        return last
-    _create_counters(session, [dict(counter_key=counter_key, project=project,
-                                    last_sequence=start - 1, capacity=capacity, updated_at=now)])
-    return connection.execute(_LOCK_COUNTER, {"key": counter_key}).scalar()
+    return lock_counters(session, {counter_key: dict(
+        counter_key=counter_key, project=project, last_sequence=start - 1, capacity=capacity,
+        updated_at=now)})[counter_key]
 
 
-def _lock_counters(session: Session, firsts: dict[str, AllocationRequest], now_db) -> dict[str, int]:  # noqa: ANN001, E501
-    """Lock every counter row of the batch in one statement; create the missing ones first.
+def lock_counters(session: Session, new_rows: dict[str, dict]) -> dict[str, int]:
+    """Lock the counter rows of ``new_rows``' keys in one statement and return their last
+    sequences; a missing row is first created as given (``new_rows[key]``).
 
     ``IN (…) FOR UPDATE`` on the primary key locks the rows in key order, the same order for
     every transaction, so allocators cannot deadlock on each other.
     """
     connection = session.connection()
-    keys = sorted(firsts)
-    lasts = dict(connection.execute(_LOCK_COUNTERS, {"keys": keys}).all())
-    missing = [key for key in keys if key not in lasts]
+    lasts = dict(connection.execute(_LOCK_COUNTERS, {"keys": sorted(new_rows)}).all())
+    missing = [key for key in sorted(new_rows) if key not in lasts]
     if missing:
-        _create_counters(session, [dict(
-            counter_key=key, project=firsts[key].context.project,
-            last_sequence=firsts[key].config.sequence_start - 1,
-            capacity=firsts[key].config.parsed.capacity, updated_at=now_db) for key in missing])
+        _create_counters(session, [new_rows[key] for key in missing])
         lasts.update(connection.execute(_LOCK_COUNTERS, {"keys": missing}).all())
     return lasts
 
@@ -250,7 +241,10 @@ def allocate_groups_in_session(session: Session, groups: dict[str, list[Allocati
     keys = sorted(groups)
 
     lock_started = time.perf_counter()
-    lasts = _lock_counters(session, {key: groups[key][0] for key in keys}, now_db)
+    lasts = lock_counters(session, {key: dict(
+        counter_key=key, project=groups[key][0].context.project,
+        last_sequence=groups[key][0].config.sequence_start - 1,
+        capacity=groups[key][0].config.parsed.capacity, updated_at=now_db) for key in keys})
     lock_wait_ms = int((time.perf_counter() - lock_started) * 1000)
     for key in keys:
         ctx = groups[key][0].context
@@ -306,7 +300,7 @@ def allocate_groups_in_session(session: Session, groups: dict[str, list[Allocati
                      last_sequence=new_lasts[key],
                      capacity=groups[key][0].config.parsed.capacity, updated_at=now_db)
                 for key in keys]
-    if _is_mysql(session) and len(advanced) > 1:
+    if _is_mysql(session):
         # Every row exists and is locked: the upsert always updates, in ONE multi-row statement.
         stmt = mysql.insert(Counter)
         stmt = stmt.on_duplicate_key_update(last_sequence=stmt.inserted.last_sequence,
@@ -480,5 +474,5 @@ def record_failures(engine: Engine, requests: list[AllocationRequest], error: Do
         log.warning("could not record %d failed requests (%s)", len(rows), error.code)
 
 
-__all__ = ["Outcome", "allocate_groups_in_session", "allocate_in_session", "allocate_numbers", "iso", "lock_counter",
-           "record_failures"]
+__all__ = ["Outcome", "allocate_groups_in_session", "allocate_in_session", "allocate_numbers",
+           "iso", "lock_counter", "lock_counters", "record_failures"]
