@@ -12,16 +12,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from api.frontdoor import FrontDoor, RedisHealth
-from api.problems import problem_response
-from api.request_store import RedisRequestStore, SqlRequestStore
-from api.waiter import PollingWaiter, PubSubWaiter
-from shared import metrics, redis_urls
-from shared.clock import Clock, SystemClock
-from shared.db import get_engine, is_unreachable, service_busy
-from shared.errors import DocnumError
-from shared.settings import Settings, get_settings
-from workers.celery_app import make_celery
+from docnum.api.frontdoor import FrontDoor, RedisHealth
+from docnum.api.problems import problem_response
+from docnum.api.request_store import RedisRequestStore, SqlRequestStore
+from docnum.api.waiter import PollingWaiter, PubSubWaiter
+from docnum.shared import metrics, redis_urls
+from docnum.shared.clock import Clock, SystemClock
+from docnum.shared.db import get_engine, is_unreachable, service_busy
+from docnum.shared.errors import DocnumError
+from docnum.shared.settings import Settings, get_settings
+from docnum.workers.celery_app import make_celery
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,15 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)
 
-    from api import console, routes_admin, routes_health, routes_issuing, routes_lifecycle, \
-        routes_reference
-    from api.ratelimit import init_rate_limits
+    from docnum.api import (
+        console,
+        routes_admin,
+        routes_health,
+        routes_issuing,
+        routes_lifecycle,
+        routes_reference,
+    )
+    from docnum.api.ratelimit import init_rate_limits
 
     app.register_blueprint(routes_health.bp)
     app.register_blueprint(routes_issuing.bp, url_prefix=BASE)
@@ -112,11 +118,11 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
 
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DocnumError)
-    def _docnum_error(error: DocnumError):  # noqa: ANN202
+    def _docnum_error(error: DocnumError):
         return problem_response(error, request)
 
     @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException):  # noqa: ANN202
+    def _http_error(error: HTTPException):
         code = _HTTP_CODES.get(error.code or 500, "INTERNAL_ERROR")
         detail = error.description or ""
         if error.code == 413:
@@ -129,7 +135,7 @@ def _register_error_handlers(app: Flask) -> None:
         return response
 
     @app.errorhandler(DBAPIError)
-    def _db_error(error: DBAPIError):  # noqa: ANN202
+    def _db_error(error: DBAPIError):
         if is_unreachable(error):
             log.warning("database unreachable: %s", type(error.orig).__name__)
             return problem_response(service_busy(), request)
@@ -138,14 +144,14 @@ def _register_error_handlers(app: Flask) -> None:
                                 request)
 
     @app.errorhandler(PoolTimeoutError)
-    def _pool_exhausted(error: PoolTimeoutError):  # noqa: ANN202
+    def _pool_exhausted(error: PoolTimeoutError):
         # Every pooled connection stayed busy for pool_timeout: the database is overloaded,
         # which the client sees like an outage: 503 SERVICE_BUSY with Retry-After.
         log.warning("database connection pool exhausted: %s", error)
         return problem_response(service_busy(), request)
 
     @app.errorhandler(Exception)
-    def _unexpected(error: Exception):  # noqa: ANN202
+    def _unexpected(error: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(DocnumError("INTERNAL_ERROR", "an unexpected error occurred"),
                                 request)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 MAX_BATCH = 200            # keeps one transaction (and one redelivery) bounded
 INFLIGHT_LIMIT = 1         # outstanding messages per shard queue per API process
@@ -191,7 +191,7 @@ class Coalescer:
             self._send(queue, [item.message for item in chunk])
             self.messages_sent += 1
             self.requests_sent += len(chunk)
-        except BaseException as exc:  # noqa: BLE001 - handed to the request threads
+        except BaseException as exc:  # handed to the request threads
             error = exc
             with self._cond:
                 self._retire(queue, batch)

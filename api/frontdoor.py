@@ -20,21 +20,21 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from api.coalescer import Coalescer
-from api.publisher import RedisTaskPublisher
-from api.request_store import Record
-from api.waiter import PubSubWaiter
-from shared import issuing, ledger, metrics, redis_urls
-from shared.allocation import Outcome
-from shared.db import ledger_identity, service_busy, transaction
-from shared.errors import DocnumError
-from shared.clock import SystemClock, iso
-from shared.context import NumberingContext
-from shared.issuing import AllocationRequest
-from shared.refcache import MAX_AGE_S, DbReference, ReferenceCache, Snapshot, load_snapshot
-from shared.routing import queue_for
-from shared.settings import Settings
-from workers.tasks import ALLOCATE_TASK, observe_generation, serve_requests
+from docnum.api.coalescer import Coalescer
+from docnum.api.publisher import RedisTaskPublisher
+from docnum.api.request_store import Record
+from docnum.api.waiter import PubSubWaiter
+from docnum.shared import issuing, ledger, metrics, redis_urls
+from docnum.shared.allocation import Outcome
+from docnum.shared.clock import SystemClock, iso
+from docnum.shared.context import NumberingContext
+from docnum.shared.db import ledger_identity, service_busy, transaction
+from docnum.shared.errors import DocnumError
+from docnum.shared.issuing import AllocationRequest
+from docnum.shared.refcache import MAX_AGE_S, DbReference, ReferenceCache, Snapshot, load_snapshot
+from docnum.shared.routing import queue_for
+from docnum.shared.settings import Settings
+from docnum.workers.tasks import ALLOCATE_TASK, observe_generation, serve_requests
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class DatabaseProbe:
             with self._probe_engine().connect() as conn:
                 conn.execute(text("SELECT 1"))
             return True
-        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        except Exception:  # any failure means "not reachable"
             return False
 
     def observe(self, ok: bool) -> None:
@@ -192,7 +192,7 @@ class FastFailPublisher:
         self._pool = None
         self._lock = threading.Lock()
 
-    def _connections(self):  # noqa: ANN202 - kombu ConnectionPool, built lazily (after fork)
+    def _connections(self):  # kombu ConnectionPool, built lazily (after fork)
         with self._lock:
             if self._pool is None:
                 connection = self.celery.connection_for_write(
@@ -206,7 +206,7 @@ class FastFailPublisher:
                                   ignore_result=True, retry=False, connection=connection)
 
 
-def make_publisher(settings: Settings, celery: Celery):  # noqa: ANN201
+def make_publisher(settings: Settings, celery: Celery):
     """One ``LPUSH`` per message on a Redis broker (``api/publisher.py``), else kombu."""
     if redis_urls.is_redis_url(settings.broker_url):
         client = redis_urls.redis_client(settings.broker_url,
@@ -226,14 +226,14 @@ class _SessionReference:
         with transaction(self.engine) as session:
             DbReference(session).check_codes(ctx)
 
-    def resolve(self, project: str, correspondence_type: str | None):  # noqa: ANN201
+    def resolve(self, project: str, correspondence_type: str | None):
         with transaction(self.engine) as session:
             return DbReference(session).resolve(project, correspondence_type)
 
 
 class FrontDoor:
     def __init__(self, settings: Settings, celery: Celery, engine: Engine, store, waiter,
-                 health: RedisHealth | None) -> None:  # noqa: ANN001
+                 health: RedisHealth | None) -> None:
         self.settings = settings
         self.celery = celery
         self.engine = engine
@@ -268,7 +268,7 @@ class FrontDoor:
         fingerprint = issuing.fingerprint(f"{route}:{mode}", body)
         record = Record(request_id, client, fingerprint, mode, "", iso(now) or "")
 
-        def build(reference) -> AllocationRequest:  # noqa: ANN001
+        def build(reference) -> AllocationRequest:
             config, counter_key, day = issuing.prepare(reference, ctx, now=now,
                                                        timezone=self.settings.timezone)
             return issuing.build_request(
@@ -308,13 +308,13 @@ class FrontDoor:
             self.health.mark_up()
         return Answer(request_id, "queued", slot=slot)
 
-    def _reference(self, generation: object):  # noqa: ANN202 - shared.refcache.Reference
+    def _reference(self, generation: object):  # shared.refcache.Reference
         """The cached snapshot while the store reports a generation, else the database."""
         if generation is None:
             return _SessionReference(self.engine)
         return self.references.get(generation)
 
-    def _build_from_db(self, build) -> AllocationRequest:  # noqa: ANN001
+    def _build_from_db(self, build) -> AllocationRequest:
         with transaction(self.engine) as session:
             return build(session)
 

@@ -1,11 +1,11 @@
-"""gunicorn settings for ``docnum api`` (``gunicorn -c python:api.gunicorn_conf``).
+"""gunicorn settings for ``docnum api`` (``gunicorn -c python:docnum.api.gunicorn_conf``).
 
 gthread workers: a synchronous ``/generate`` mostly waits on Redis pub/sub, so threads are
 cheap and let two processes on two cores hold many waiting requests.
 """
 import os
 
-wsgi_app = "api.wsgi:app"
+wsgi_app = "docnum.api.wsgi:app"
 bind = f"{os.environ.get('DOCNUM_HOST', '127.0.0.1')}:{os.environ.get('DOCNUM_PORT', '8000')}"
 worker_class = "gthread"
 workers = int(os.environ.get("DOCNUM_API_WORKERS", "2"))
@@ -19,7 +19,7 @@ accesslog = os.environ.get("DOCNUM_ACCESS_LOG") or None
 loglevel = os.environ.get("DOCNUM_LOG_LEVEL", "info")
 
 
-def child_exit(_server, worker):  # noqa: ANN001
+def child_exit(_server, worker):
     # A dead worker's live gauges must stop counting in the summed /metrics.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

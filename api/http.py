@@ -8,14 +8,14 @@ import uuid
 
 from flask import Response, current_app, request
 
-from api.security import current_principal
-from shared.audit import Actor
-from shared.errors import DocnumError, validation_failed
+from docnum.api.security import current_principal
+from docnum.shared.audit import Actor
+from docnum.shared.errors import DocnumError, validation_failed
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 
 
-def services():  # noqa: ANN201 - api.app.Services (import cycle otherwise)
+def services():  # api.app.Services (import cycle otherwise)
     return current_app.extensions["docnum"]
 
 
@@ -93,7 +93,7 @@ def encode_cursor(value: object) -> str:
     return base64.urlsafe_b64encode(str(value).encode("utf-8")).decode("ascii")
 
 
-def page(items: list, limit: int, key) -> dict:  # noqa: ANN001
+def page(items: list, limit: int, key) -> dict:
     """A list answer: ``{items, next_cursor}`` (fetch limit + 1 rows to know if more exist)."""
     more = len(items) > limit
     items = [i if isinstance(i, dict) else i.to_dict() for i in items[:limit]]

@@ -8,17 +8,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import redis
-from prometheus_client import CollectorRegistry, REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from shared import metrics, redis_urls
-from shared.routing import MAINTENANCE_QUEUE, all_shard_queues
-from shared.settings import Settings
+from docnum.shared import metrics, redis_urls
+from docnum.shared.routing import MAINTENANCE_QUEUE, all_shard_queues
+from docnum.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class QueueDepthCollector:
         try:
             source = self._source() if callable(self._source) else self._source
             depths = source.depths(self.queues)
-        except Exception as exc:  # noqa: BLE001 - a broken broker must not break the scrape
+        except Exception as exc:  # a broken broker must not break the scrape
             log.info("queue depth not available: %s", exc)
             return [family]
         for queue in self.queues:

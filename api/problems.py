@@ -5,7 +5,7 @@ import json
 
 from flask import Request, Response
 
-from shared.errors import DocnumError
+from docnum.shared.errors import DocnumError
 
 PROBLEM_TYPE = "https://docnum.example/problems/"
 

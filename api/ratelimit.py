@@ -29,10 +29,10 @@ from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from shared import redis_urls
-from shared.auth import verify_token
-from shared.errors import DocnumError
-from shared.settings import Settings
+from docnum.shared import redis_urls
+from docnum.shared.auth import verify_token
+from docnum.shared.errors import DocnumError
+from docnum.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class IssuingRateLimits:
             allowed = limiter.hit(limit, scope, key)
             if limiter is self.shared and self._backoff != PROBE_BACKOFF_S[0]:
                 self._backoff = PROBE_BACKOFF_S[0]  # Redis answers again
-        except Exception as exc:  # noqa: BLE001 - limiter trouble must never become a 5xx
+        except Exception as exc:  # limiter trouble must never become a 5xx
             if limiter is not self.shared:
                 return None
             self._storage_failed(exc)
@@ -154,7 +154,7 @@ class IssuingRateLimits:
                     [storage.prefixed_key(limit.key_for(scope, key))],
                     [now, limit.amount, limit.get_expiry(), 1], client=pipe)
             allowed = pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - limiter trouble must never become a 5xx
+        except Exception as exc:  # limiter trouble must never become a 5xx
             self._storage_failed(exc)
             return [self._hit(limit, scope, key) for limit, scope, key, _ in budgets]
         self._backoff = PROBE_BACKOFF_S[0]  # Redis answers (again)
@@ -179,7 +179,7 @@ class IssuingRateLimits:
         try:
             reset_at = limiter.get_window_stats(limit, scope, key).reset_time
             return max(1, math.ceil(reset_at - time.time()))
-        except Exception:  # noqa: BLE001 - storage trouble: fall back to the whole window
+        except Exception:  # storage trouble: fall back to the whole window
             return limit.get_expiry()
 
 

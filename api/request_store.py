@@ -17,10 +17,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from shared.clock import SystemClock, from_db, iso, to_db
-from shared.db import transaction
-from shared.models import RequestRecord
-from shared.refcache import GENERATION_KEY
+from docnum.shared.clock import SystemClock, from_db, iso, to_db
+from docnum.shared.db import transaction
+from docnum.shared.models import RequestRecord
+from docnum.shared.refcache import GENERATION_KEY
 
 RESULT_KEY_PREFIX = "celery-task-meta-"
 

@@ -9,13 +9,20 @@ import json
 from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api.http import int_cursor, json_body, json_response, page, page_params, request_actor, \
-    services
-from api.security import requires
-from shared import admin, lifecycle, reports
-from shared.auth import SUPER_ADMIN
-from shared.db import transaction
-from shared.errors import DocnumError, validation_failed
+from docnum.api.http import (
+    int_cursor,
+    json_body,
+    json_response,
+    page,
+    page_params,
+    request_actor,
+    services,
+)
+from docnum.api.security import requires
+from docnum.shared import admin, lifecycle, reports
+from docnum.shared.auth import SUPER_ADMIN
+from docnum.shared.db import transaction
+from docnum.shared.errors import DocnumError, validation_failed
 
 bp = Blueprint("admin", __name__)
 
@@ -43,7 +50,7 @@ def _flag(name: str) -> bool:
 
 @bp.post("/admin/void-and-replace")
 @requires("system.manage_settings")
-def void_and_replace():  # noqa: ANN201
+def void_and_replace():
     body = json_body()
     svc = services()
     result = lifecycle.void_and_replace(svc.engine, body, request_actor(), svc.clock,
@@ -53,7 +60,7 @@ def void_and_replace():  # noqa: ANN201
 
 @bp.post("/admin/manual-override")
 @requires("system.manage_settings")
-def manual_override():  # noqa: ANN201
+def manual_override():
     body = json_body()
     svc = services()
     number = admin.manual_override(svc.engine, body, request_actor(), svc.clock,
@@ -63,7 +70,7 @@ def manual_override():  # noqa: ANN201
 
 @bp.post("/admin/bulk-import")
 @requires("system.manage_settings")
-def bulk_import():  # noqa: ANN201
+def bulk_import():
     request.max_content_length = MAX_IMPORT_BYTES
     if request.mimetype != "multipart/form-data":
         raise DocnumError("UNSUPPORTED_MEDIA_TYPE",
@@ -84,7 +91,7 @@ def bulk_import():  # noqa: ANN201
 
 @bp.post("/configs/<config_id>/reset-counter")
 @requires(role=SUPER_ADMIN)
-def reset_counter(config_id: str):  # noqa: ANN201
+def reset_counter(config_id: str):
     body = json_body()
     svc = services()
     result = admin.request_reset(svc.engine, _id(config_id, "config"), body, request_actor(),
@@ -94,7 +101,7 @@ def reset_counter(config_id: str):  # noqa: ANN201
 
 @bp.post("/reset-requests/<reset_id>/approve")
 @requires(role=SUPER_ADMIN)
-def approve_reset(reset_id: str):  # noqa: ANN201
+def approve_reset(reset_id: str):
     svc = services()
     result, error = admin.approve_reset(svc.engine, _id(reset_id, "reset request"),
                                         request_actor(), svc.clock)
@@ -105,7 +112,7 @@ def approve_reset(reset_id: str):  # noqa: ANN201
 
 @bp.get("/reset-requests")
 @requires(role=SUPER_ADMIN)
-def list_reset_requests():  # noqa: ANN201
+def list_reset_requests():
     cursor, limit = page_params()
     with transaction(services().read_engine) as session:
         items = admin.list_resets(session, request.args.get("status") or None,
@@ -115,7 +122,7 @@ def list_reset_requests():  # noqa: ANN201
 
 @bp.get("/reset-requests/<reset_id>")
 @requires(role=SUPER_ADMIN)
-def get_reset_request(reset_id: str):  # noqa: ANN201
+def get_reset_request(reset_id: str):
     with transaction(services().read_engine) as session:
         return json_response(admin.get_reset(session, _id(reset_id, "reset request")))
 
@@ -124,7 +131,7 @@ def get_reset_request(reset_id: str):  # noqa: ANN201
 
 @bp.get("/audit")
 @requires("system.view_logs")
-def audit():  # noqa: ANN201
+def audit():
     cursor, limit = page_params()
     filters = reports.audit_filter(request.args)
     with transaction(services().read_engine) as session:
@@ -134,7 +141,7 @@ def audit():  # noqa: ANN201
 
 @bp.get("/counters")
 @requires("system.manage_settings")
-def counters():  # noqa: ANN201
+def counters():
     cursor, limit = page_params()
     with transaction(services().read_engine) as session:
         items = reports.list_counters(
@@ -146,7 +153,7 @@ def counters():  # noqa: ANN201
 
 @bp.get("/reports/gaps")
 @requires("system.view_logs")
-def gaps():  # noqa: ANN201
+def gaps():
     cursor, limit = page_params()
     after = None
     if cursor is not None:

@@ -7,11 +7,16 @@ from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.http import json_response, services
-from api.metrics_collectors import (BrokerDown, QueueDepthCollector, docnum_queues,
-                                    queue_depth_source, scrape_registry)
-from api.openapi import openapi_document
-from shared import maintenance, metrics
+from docnum.api.http import json_response, services
+from docnum.api.metrics_collectors import (
+    BrokerDown,
+    QueueDepthCollector,
+    docnum_queues,
+    queue_depth_source,
+    scrape_registry,
+)
+from docnum.api.openapi import openapi_document
+from docnum.shared import maintenance, metrics
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +24,7 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz():  # noqa: ANN201
+def healthz():
     return json_response({"status": "ok"})
 
 
@@ -28,7 +33,7 @@ def _check_database() -> bool:
         with services().engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return True
-    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+    except Exception:  # any failure means "not reachable"
         return False
 
 
@@ -39,7 +44,7 @@ def _check_redis() -> bool | None:
         return None
     try:
         ok = bool(svc.redis.ping())
-    except Exception:  # noqa: BLE001
+    except Exception:
         ok = False
     health = svc.frontdoor.health
     if health is not None:
@@ -52,7 +57,7 @@ def _check_redis() -> bool | None:
 
 
 @bp.get("/readyz")
-def readyz():  # noqa: ANN201
+def readyz():
     database = _check_database()
     # What a load balancer's probe saw helps the front door answer 503 during an outage.
     services().frontdoor.db_probe.observe(database)
@@ -75,12 +80,12 @@ def _refresh_utilization() -> None:
         return
     try:
         maintenance.refresh_utilization(services().read_engine)
-    except Exception as exc:  # noqa: BLE001 - the database may be down; the scrape goes on
+    except Exception as exc:  # the database may be down; the scrape goes on
         log.info("sequence utilization not refreshed: %s", exc)
 
 
 @bp.get("/metrics")
-def metrics_endpoint():  # noqa: ANN201
+def metrics_endpoint():
     svc = services()
     redis_ok = _check_redis()
     if redis_ok is None:
@@ -99,5 +104,5 @@ def metrics_endpoint():  # noqa: ANN201
 
 
 @bp.get("/api/v1/document-numbering/openapi.json")
-def openapi():  # noqa: ANN201
+def openapi():
     return json_response(openapi_document())

@@ -5,14 +5,14 @@ import re
 
 from flask import Blueprint, request, url_for
 
-from api.frontdoor import Answer
-from api.http import json_body, json_response, request_actor, services
-from api.security import current_principal, requires
-from shared import issuing
-from shared.db import transaction
-from shared.errors import DocnumError, validation_failed
-from shared.lookup import number_details
-from shared.preview import preview_numbers
+from docnum.api.frontdoor import Answer
+from docnum.api.http import json_body, json_response, request_actor, services
+from docnum.api.security import current_principal, requires
+from docnum.shared import issuing
+from docnum.shared.db import transaction
+from docnum.shared.errors import DocnumError, validation_failed
+from docnum.shared.lookup import number_details
+from docnum.shared.preview import preview_numbers
 
 bp = Blueprint("issuing", __name__)
 
@@ -67,7 +67,7 @@ def _status_url(request_id: str) -> str:
     return prefix + request_id
 
 
-def _queued(answer: Answer):  # noqa: ANN202
+def _queued(answer: Answer):
     url = _status_url(answer.request_id)
     return json_response({"request_id": answer.request_id, "status": "queued",
                           "status_url": url}, 202, {"Location": url, "Retry-After": "1"})
@@ -85,7 +85,7 @@ def _request_object(answer: Answer) -> dict:
 
 @bp.post("/requests")
 @requires("correspondence.create")
-def submit_request():  # noqa: ANN201
+def submit_request():
     answer = _accept("requests")
     if answer.status == "queued":
         return _queued(answer)
@@ -96,7 +96,7 @@ def submit_request():  # noqa: ANN201
 
 @bp.get("/requests/<request_id>")
 @requires("correspondence.read")
-def get_request(request_id: str):  # noqa: ANN201
+def get_request(request_id: str):
     if len(request_id) > 64:
         raise DocnumError("NOT_FOUND", "no such request")
     found = services().frontdoor.status(request_id)
@@ -111,7 +111,7 @@ def get_request(request_id: str):  # noqa: ANN201
     return json_response(_request_object(answer), 200, headers)
 
 
-def _issue_and_wait(route: str, mode: str):  # noqa: ANN202
+def _issue_and_wait(route: str, mode: str):
     timeout = _timeout()
     answer = _accept(route, mode, expect_answer=timeout > 0)
     if answer.status == "queued":
@@ -128,19 +128,19 @@ def _issue_and_wait(route: str, mode: str):  # noqa: ANN202
 
 @bp.post("/generate")
 @requires("correspondence.create")
-def generate():  # noqa: ANN201
+def generate():
     return _issue_and_wait("generate", "generate")
 
 
 @bp.post("/reserve")
 @requires("correspondence.create")
-def reserve():  # noqa: ANN201
+def reserve():
     return _issue_and_wait("reserve", "reserve")
 
 
 @bp.post("/preview")
 @requires("correspondence.read")
-def preview():  # noqa: ANN201
+def preview():
     body = json_body()
     ctx = issuing.parse_context(body)
     svc = services()
@@ -155,7 +155,7 @@ def preview():  # noqa: ANN201
 
 @bp.get("/numbers/<path:document_number>")
 @requires("correspondence.read")
-def get_number(document_number: str):  # noqa: ANN201
+def get_number(document_number: str):
     svc = services()
     with transaction(svc.read_engine) as session:
         details = number_details(session, document_number, request.args.get("project"))

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from api.http import json_body, json_response, request_actor, services
-from api.security import requires
-from shared import lifecycle
+from docnum.api.http import json_body, json_response, request_actor, services
+from docnum.api.security import requires
+from docnum.shared import lifecycle
 
 bp = Blueprint("lifecycle", __name__)
 
 
 @bp.post("/confirm")
 @requires("correspondence.create")
-def confirm():  # noqa: ANN201
+def confirm():
     body = json_body()
     svc = services()
     number = lifecycle.confirm(svc.engine, body.get("token"), body.get("document_ref"),
@@ -22,7 +22,7 @@ def confirm():  # noqa: ANN201
 
 @bp.post("/cancel")
 @requires("correspondence.create")
-def cancel():  # noqa: ANN201
+def cancel():
     body = json_body()
     svc = services()
     number = lifecycle.cancel(svc.engine, body.get("token"), body.get("reason"),

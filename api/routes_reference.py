@@ -3,20 +3,27 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from api.http import int_cursor, json_body, json_response, page, page_params, request_actor, \
-    services
-from api.security import requires
-from shared import catalog, configs
-from shared.audit import write_audit
-from shared.db import transaction
-from shared.errors import DocnumError
+from docnum.api.http import (
+    int_cursor,
+    json_body,
+    json_response,
+    page,
+    page_params,
+    request_actor,
+    services,
+)
+from docnum.api.security import requires
+from docnum.shared import catalog, configs
+from docnum.shared.audit import write_audit
+from docnum.shared.db import transaction
+from docnum.shared.errors import DocnumError
 
 bp = Blueprint("reference", __name__)
 
 
 @bp.get("/catalog/<kind>")
 @requires("correspondence.read")
-def list_catalog(kind: str):  # noqa: ANN201
+def list_catalog(kind: str):
     cursor, limit = page_params()
     with transaction(services().read_engine) as session:
         entries = catalog.list_entries(session, kind, cursor, limit + 1)
@@ -25,14 +32,14 @@ def list_catalog(kind: str):  # noqa: ANN201
 
 @bp.get("/catalog/<kind>/<code>")
 @requires("correspondence.read")
-def get_catalog_entry(kind: str, code: str):  # noqa: ANN201
+def get_catalog_entry(kind: str, code: str):
     with transaction(services().read_engine) as session:
         return json_response(catalog.get_entry(session, kind, code).to_dict())
 
 
 @bp.put("/catalog/<kind>/<code>")
 @requires("system.manage_settings")
-def put_catalog_entry(kind: str, code: str):  # noqa: ANN201
+def put_catalog_entry(kind: str, code: str):
     body = json_body()
     svc = services()
     now = svc.clock.now()
@@ -47,7 +54,7 @@ def put_catalog_entry(kind: str, code: str):  # noqa: ANN201
 
 @bp.post("/configs")
 @requires("system.manage_settings")
-def create_config():  # noqa: ANN201
+def create_config():
     body = json_body()
     svc = services()
     now = svc.clock.now()
@@ -61,7 +68,7 @@ def create_config():  # noqa: ANN201
 
 @bp.get("/configs")
 @requires("system.manage_settings")
-def list_configs():  # noqa: ANN201
+def list_configs():
     cursor, limit = page_params()
     with transaction(services().read_engine) as session:
         items = configs.list_configs(session, request.args.get("project"), int_cursor(cursor),
@@ -77,14 +84,14 @@ def _config_id(raw: str) -> int:
 
 @bp.get("/configs/<config_id>")
 @requires("system.manage_settings")
-def get_config(config_id: str):  # noqa: ANN201
+def get_config(config_id: str):
     with transaction(services().read_engine) as session:
         return json_response(configs.get_config(session, _config_id(config_id)).to_dict())
 
 
 @bp.put("/configs/<config_id>")
 @requires("system.manage_settings")
-def update_config(config_id: str):  # noqa: ANN201
+def update_config(config_id: str):
     body = json_body()
     svc = services()
     now = svc.clock.now()
@@ -97,7 +104,7 @@ def update_config(config_id: str):  # noqa: ANN201
 
 @bp.get("/configs/<config_id>/history")
 @requires("system.manage_settings")
-def config_history(config_id: str):  # noqa: ANN201
+def config_history(config_id: str):
     cursor, limit = page_params()
     with transaction(services().read_engine) as session:
         items = configs.config_history(session, _config_id(config_id), int_cursor(cursor),

@@ -1,13 +1,13 @@
 """Bearer-token authentication and the permission checks of SPEC §5."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
-from typing import Callable
 
 from flask import current_app, g, request
 
-from shared.auth import Principal, verify_token
-from shared.errors import DocnumError
+from docnum.shared.auth import Principal, verify_token
+from docnum.shared.errors import DocnumError
 
 
 def current_principal() -> Principal:

@@ -19,11 +19,11 @@ import socket
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
-from api.request_store import _result_from_meta
+from docnum.api.request_store import _result_from_meta
 
 ANSWER_CHANNEL_PREFIX = "docnum:answers:"
 
@@ -100,7 +100,7 @@ class PubSubWaiter:
                     for slot in slots:
                         slot.value = value
                         slot.event.set()
-            except Exception as exc:  # noqa: BLE001 - reconnect; waiters fall back to fetches
+            except Exception as exc:  # reconnect; waiters fall back to fetches
                 self._ready.set()
                 log.warning("result listener lost Redis (%s); reconnecting", exc)
                 time.sleep(0.5)

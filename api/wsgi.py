@@ -1,4 +1,4 @@
-"""WSGI entry point: ``gunicorn api.wsgi:app``."""
-from api.app import create_app
+"""WSGI entry point: ``gunicorn docnum.api.wsgi:app``."""
+from docnum.api.app import create_app
 
 app = create_app()

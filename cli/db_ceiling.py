@@ -11,20 +11,20 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
 
-from shared.db import get_engine
-from shared.models import Counter, IssuedNumber
-from shared.settings import get_settings
+from docnum.shared.db import get_engine
+from docnum.shared.models import Counter, IssuedNumber
+from docnum.shared.settings import get_settings
 
 
 def measure(database_url: str, connections: int, seconds: float) -> dict:
     engine = get_engine(database_url)
     project = f"DC{uuid.uuid4().hex[:8].upper()}"
     key = f"{project}|ALL"
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     with engine.begin() as conn:
         conn.execute(insert(Counter).values(counter_key=key, project=project, last_sequence=0,
                                             capacity=10**9 - 1, updated_at=now))

@@ -154,7 +154,7 @@ class Client:
                 "document_number")
             error = None if number else str(data.get("code") or data.get("error") or status)
             results.record(status, latency, number, error)
-        except Exception as exc:  # noqa: BLE001 - count it, keep loading
+        except Exception as exc:  # count it, keep loading
             conn.close()
             results.record(0, 0.0, None, type(exc).__name__)
         finally:
@@ -241,14 +241,13 @@ async def run_burst(client: Client, count: int) -> tuple[Results, float]:
     return results, accept_s
 
 
-def setup_run(settings, project: str, keys: int) -> None:  # noqa: ANN001
+def setup_run(settings, project: str, keys: int) -> None:
     """Catalog codes and one LETTER config for this run's own project."""
-    from shared.catalog import put_entry
-    from shared.clock import SystemClock
-    from shared.configs import create_config
-    from shared.db import get_engine, transaction
-
-    from shared.refcache import notify_reference_change
+    from docnum.shared.catalog import put_entry
+    from docnum.shared.clock import SystemClock
+    from docnum.shared.configs import create_config
+    from docnum.shared.db import get_engine, transaction
+    from docnum.shared.refcache import notify_reference_change
 
     now = SystemClock().now()
     with transaction(get_engine(settings.database_url)) as session:
@@ -267,8 +266,8 @@ def verify_run(database_url: str, project: str, numbers: list[str]) -> dict:
     """Distinct numbers; every counter of the run holds exactly 1..N."""
     from sqlalchemy import select
 
-    from shared.db import get_engine, transaction
-    from shared.models import IssuedNumber
+    from docnum.shared.db import get_engine, transaction
+    from docnum.shared.models import IssuedNumber
 
     with transaction(get_engine(database_url)) as session:
         rows = session.execute(select(IssuedNumber.counter_key, IssuedNumber.sequence,
@@ -304,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from shared.auth import mint_token
-    from shared.settings import get_settings
+    from docnum.shared.auth import mint_token
+    from docnum.shared.settings import get_settings
 
     args = build_parser().parse_args(argv)
     duration = min(args.duration, MAX_DURATION_S)

@@ -8,17 +8,17 @@ import shutil
 import sys
 from pathlib import Path
 
-from shared.routing import MAINTENANCE_QUEUE, shard_queue
+from docnum.shared.routing import MAINTENANCE_QUEUE, shard_queue
 
 
-def _settings():  # noqa: ANN202
-    from shared.settings import get_settings
+def _settings():
+    from docnum.shared.settings import get_settings
 
     return get_settings()
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    from shared.migrate import upgrade
+    from docnum.shared.migrate import upgrade
 
     settings = _settings()
     upgrade(settings.database_url)
@@ -31,7 +31,7 @@ def _redact(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "<url>"
 
 
@@ -75,12 +75,12 @@ def cmd_api(args: argparse.Namespace) -> int:
               f"(DOCNUM_HOST/DOCNUM_PORT)", file=sys.stderr, flush=True)
         return 1
     # Deployments point DOCNUM_GUNICORN_CONFIG at deploy/gunicorn.conf.py (layered on ours).
-    config = os.environ.get("DOCNUM_GUNICORN_CONFIG") or "python:api.gunicorn_conf"
+    config = os.environ.get("DOCNUM_GUNICORN_CONFIG") or "python:docnum.api.gunicorn_conf"
     argv = [sys.executable, "-m", "gunicorn", "-c", config,
             "--bind", f"{settings.host}:{settings.port}"]
     if args.workers:
         argv += ["--workers", str(args.workers)]
-    argv.append("api.wsgi:app")
+    argv.append("docnum.api.wsgi:app")
     os.execv(sys.executable, argv)
     return 0  # not reached
 
@@ -115,13 +115,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # its counters strictly one message after another. Solo also means the samples of every
     # task land in this process's files in PROMETHEUS_MULTIPROC_DIR, summed by the API.
     try:
-        from workers.celery_app import make_celery
+        from docnum.workers.celery_app import make_celery
 
         celery = make_celery(settings)
         if os.environ.get(WORKER_METRICS_PORT):
             # A worker with a metrics directory of its own (a container per worker) is scraped
             # on its own port; under `docnum up` the API's /metrics already includes it.
-            from shared.metrics import serve_process_metrics
+            from docnum.shared.metrics import serve_process_metrics
 
             serve_process_metrics(int(os.environ[WORKER_METRICS_PORT]),
                                   os.environ.get(WORKER_METRICS_ADDRESS) or "127.0.0.1")
@@ -149,13 +149,13 @@ OWNERSHIP_REFUSED_EXIT = 3
 OWNERSHIP_CONNECT_RETRY_S = 2.0
 
 
-def _claim_shards(settings, queues: list[str], instance: str | None):  # noqa: ANN001, ANN202
+def _claim_shards(settings, queues: list[str], instance: str | None):
     """The worker's ShardOwnership, None without Redis, or REFUSED (message on stderr)."""
     import time
 
     import redis
 
-    from workers.ownership import ShardOwned, claim_shards
+    from docnum.workers.ownership import ShardOwned, claim_shards
 
     if not settings.uses_redis:
         print("docnum worker: shard ownership lock skipped (the broker is not Redis: "
@@ -181,7 +181,7 @@ def _claim_shards(settings, queues: list[str], instance: str | None):  # noqa: A
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    from workers.celery_app import make_celery
+    from docnum.workers.celery_app import make_celery
 
     settings = _settings()
     schedule = settings.var_dir / "celerybeat-schedule"
@@ -194,7 +194,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
     # Flower exports its own /metrics from its own registry; it must not write into the
     # directory the API sums (it would be counted there and again by its own scrape job).
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    from workers.celery_app import make_celery
+    from docnum.workers.celery_app import make_celery
 
     settings = _settings()
     argv = ["flower", f"--address={settings.flower_address}", f"--port={settings.flower_port}"]
@@ -208,7 +208,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from cli.supervisor import run_up
+    from docnum.cli.supervisor import run_up
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -221,7 +221,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from shared.auth import mint_token
+    from docnum.shared.auth import mint_token
 
     perms = args.perm or ["correspondence.read", "correspondence.create"]
     key = Path(args.private_key).read_text() if args.private_key else None
@@ -230,10 +230,10 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_load(args: argparse.Namespace) -> int:
-    from shared.audit import Actor, write_audit
-    from shared.catalog import parse_catalog_file, put_entry
-    from shared.clock import SystemClock
-    from shared.db import get_engine, transaction
+    from docnum.shared.audit import Actor, write_audit
+    from docnum.shared.catalog import parse_catalog_file, put_entry
+    from docnum.shared.clock import SystemClock
+    from docnum.shared.db import get_engine, transaction
 
     settings = _settings()
     path = Path(args.file)
@@ -250,7 +250,7 @@ def cmd_catalog_load(args: argparse.Namespace) -> int:
                 write_audit(session, "CATALOG_CHANGE", actor, now,
                             before=before.to_dict() if before else None, after=after.to_dict())
     if changed:
-        from shared.refcache import notify_reference_change
+        from docnum.shared.refcache import notify_reference_change
 
         notify_reference_change(settings)
     print(f"{len(entries)} entries read, {changed} created or changed")
@@ -258,7 +258,7 @@ def cmd_catalog_load(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from cli.loadtest import main as loadtest_main
+    from docnum.cli.loadtest import main as loadtest_main
 
     return loadtest_main(args.rest)
 
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["loadtest"]:  # its options are its own (argparse REMAINDER drops --flags)
-        from cli.loadtest import main as loadtest_main
+        from docnum.cli.loadtest import main as loadtest_main
 
         return loadtest_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -43,7 +43,7 @@ class Supervisor:
         self.env = env
         self.stopping = False
 
-    def _on_signal(self, signum, _frame) -> None:  # noqa: ANN001
+    def _on_signal(self, signum, _frame) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         self.stopping = True
 
@@ -110,7 +110,7 @@ def shard_groups(shards: int, processes: int) -> list[list[int]]:
 
 
 def docnum_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", *args]
+    return [sys.executable, "-m", "docnum.cli.main", *args]
 
 
 def build_children(shards: int, worker_processes: int, with_beat: bool = True) -> list[Child]:

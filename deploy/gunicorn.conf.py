@@ -1,7 +1,7 @@
 """gunicorn settings for the docnum API in production (containers and systemd).
 
 Layered on the package's own settings, ``api/gunicorn_conf.py`` (what ``docnum api`` loads by
-default): wsgi_app ``api.wsgi:app``, bind from DOCNUM_HOST/DOCNUM_PORT, gthread workers from
+default): wsgi_app ``docnum.api.wsgi:app``, bind from DOCNUM_HOST/DOCNUM_PORT, gthread workers from
 DOCNUM_API_WORKERS (default 2), timeout 40, keepalive 5, and the ``child_exit`` hook that calls
 prometheus_client's ``mark_process_dead`` when PROMETHEUS_MULTIPROC_DIR is set. This file only
 sets what a deployment wants differently, so the two cannot drift apart.
@@ -20,8 +20,8 @@ Timeouts, from the client inwards (each layer outlasts the one inside it):
 """
 import os
 
-from api.gunicorn_conf import *  # noqa: F401,F403  (wsgi_app, bind, workers, child_exit, ...)
-from api.gunicorn_conf import timeout  # named explicitly: the checks below rely on it
+from docnum.api.gunicorn_conf import *  # wsgi_app, bind, workers, child_exit, ...
+from docnum.api.gunicorn_conf import timeout  # named explicitly: the checks below rely on it
 
 
 def _int(name: str, default: int) -> int:

@@ -2,7 +2,7 @@
 """The issue-5 benchmark, side by side in one run on this machine.
 
 Starts docnum (``docnum up``: gunicorn + shard workers) against the machine's MariaDB and Redis
-on a fresh database, then for each round measures the raw database ceiling (``cli.db_ceiling``,
+on a fresh database, then for each round measures the raw database ceiling (``docnum.cli.db_ceiling``,
 4 connections) and the service: hot key sync at 32 connections, hot key at a fixed 200 req/s,
 64 keys over 8 shards at 32 connections, and a burst of 5,000 async submissions. Prints one JSON
 line per measurement and a summary of medians (with min-max) over the rounds.
@@ -75,7 +75,7 @@ def main() -> int:
     for db in (7, 8):
         subprocess.run(["redis-cli", "-n", str(db), "flushdb"], check=True,
                        capture_output=True)
-    service = subprocess.Popen([PY, "-m", "cli.main", "up"], env=env, cwd=REPO,
+    service = subprocess.Popen([PY, "-m", "docnum.cli.main", "up"], env=env, cwd=REPO,
                                stdout=open(f"/tmp/{database}.log", "wb"),
                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -89,11 +89,11 @@ def main() -> int:
         if out:
             out.write(line + "\n")
 
-    loadtest = [PY, "-m", "cli.main", "loadtest", "--url", url, "--json"]
+    loadtest = [PY, "-m", "docnum.cli.main", "loadtest", "--url", url, "--json"]
     try:
         wait_ready(url)
         for _ in range(args.rounds):
-            record("db_ceiling_4", run_json([PY, "-m", "cli.db_ceiling", "4", "10"], env, 60))
+            record("db_ceiling_4", run_json([PY, "-m", "docnum.cli.db_ceiling", "4", "10"], env, 60))
             record("hot_sync_32", run_json(loadtest + ["--concurrency", "32", "--duration",
                                                        str(args.duration)], env, 300))
             record("hot_rate_200", run_json(loadtest + ["--rate", "200", "--duration",

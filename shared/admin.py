@@ -23,18 +23,18 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from shared import issuing, templates
-from shared.allocation import lock_counter
-from shared.audit import Actor, write_audit
-from shared.catalog import check_context_codes, code_problem
-from shared.clock import Clock, iso, to_db
-from shared.configs import ConfigView, get_config, resolve_config
-from shared.context import FIELD_KIND, NumberingContext
-from shared.db import transaction
-from shared.errors import DocnumError, FieldError, validation_failed
-from shared.ledger import issued_number
-from shared.lifecycle import check_reason, write_transaction
-from shared.models import (
+from docnum.shared import issuing, templates
+from docnum.shared.allocation import lock_counter
+from docnum.shared.audit import Actor, write_audit
+from docnum.shared.catalog import check_context_codes, code_problem
+from docnum.shared.clock import Clock, iso, to_db
+from docnum.shared.configs import ConfigView, get_config, resolve_config
+from docnum.shared.context import FIELD_KIND, NumberingContext
+from docnum.shared.db import transaction
+from docnum.shared.errors import DocnumError, FieldError, validation_failed
+from docnum.shared.ledger import issued_number
+from docnum.shared.lifecycle import check_reason, write_transaction
+from docnum.shared.models import (
     AuditRow,
     CatalogEntry,
     Counter,
@@ -42,7 +42,7 @@ from shared.models import (
     ResetApproval,
     ResetRequest,
 )
-from shared.reports import config_shapes, key_belongs_to
+from docnum.shared.reports import config_shapes, key_belongs_to
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def _xlsx_rows(content: bytes) -> list[list[str]]:
 
     try:
         book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-    except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
+    except Exception as exc:  # openpyxl raises many kinds for a bad file
         raise validation_failed("file", f"not a readable XLSX workbook ({type(exc).__name__})") \
             from None
     try:
@@ -445,7 +445,7 @@ def _in_file_duplicates(rows: list[_Row], report: ImportReport) -> list[_Row]:
     return out
 
 
-def _same_content(existing, row: _Row) -> bool:  # noqa: ANN001 - a ledger Row
+def _same_content(existing, row: _Row) -> bool:  # a ledger Row
     ctx = row.ctx
     state_ok = existing.state == row.state or (existing.state == "VOID"
                                                 and row.state == "CONFIRMED")

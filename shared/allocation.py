@@ -22,7 +22,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-
 from types import SimpleNamespace
 
 from sqlalchemy import bindparam, insert, select, update
@@ -31,12 +30,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import metrics, templates
-from shared.clock import Clock, iso, to_db
-from shared.db import is_retryable, is_unreachable, service_busy, transaction
-from shared.errors import DocnumError
-from shared.issuing import AllocationRequest
-from shared.models import AuditRow, Counter, IssuedNumber
+from docnum.shared import metrics, templates
+from docnum.shared.clock import Clock, iso, to_db
+from docnum.shared.db import is_retryable, is_unreachable, service_busy, transaction
+from docnum.shared.errors import DocnumError
+from docnum.shared.issuing import AllocationRequest
+from docnum.shared.models import AuditRow, Counter, IssuedNumber
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class _Plan:
     number: str | None = None
     error: DocnumError | None = None
     existing: object | None = None  # the ledger row (a Core row) that already answers it
-    duplicate_of: "_Plan | None" = None
+    duplicate_of: _Plan | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -180,7 +179,7 @@ def _create_counters(session: Session, rows: list[dict]) -> None:
 
 
 def lock_counter(session: Session, counter_key: str, project: str, start: int,
-                 capacity: int, now) -> int:  # noqa: ANN001
+                 capacity: int, now) -> int:
     """Lock the counter row and return its last sequence, creating the row on first use.
 
     Also used by the admin operations (override, import, reset) that move a counter.
@@ -390,9 +389,9 @@ def _first_collision(session: Session, plans: list[_Plan], *,
 
 def _write(counter_key: str, plans: list[_Plan], ledger_rows: list[dict],
            audit_rows: list[dict], *, now, reservation_ttl: int, fallback_used: str,
-           retry_count: int, lock_wait_ms: int) -> list[Outcome]:  # noqa: ANN001
+           retry_count: int, lock_wait_ms: int) -> list[Outcome]:
     """Outcomes of one key's plans; appends the rows to insert to ``ledger_rows``/``audit_rows``."""
-    from shared.ledger import issued_number
+    from docnum.shared.ledger import issued_number
 
     now_db = to_db(now)
     outcomes: dict[int, Outcome] = {}

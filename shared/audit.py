@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from shared.clock import to_db
-from shared.models import AuditRow
+from docnum.shared.clock import to_db
+from docnum.shared.models import AuditRow
 
 OPERATIONS = ("GENERATE", "RESERVE", "CONFIRM", "CANCEL", "EXPIRE", "VOID", "REPLACE",
               "MANUAL_OVERRIDE", "IMPORT", "CONFIG_CREATE", "CONFIG_UPDATE", "CATALOG_CHANGE",

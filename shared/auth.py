@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import jwt
 
-from shared.errors import DocnumError
-from shared.settings import Settings
+from docnum.shared.errors import DocnumError
+from docnum.shared.settings import Settings
 
 PERMISSIONS = (
     "correspondence.read",

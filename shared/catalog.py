@@ -11,9 +11,9 @@ import yaml
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from shared.context import FIELD_KIND, NumberingContext
-from shared.errors import DocnumError, FieldError, validation_failed
-from shared.models import CatalogEntry
+from docnum.shared.context import FIELD_KIND, NumberingContext
+from docnum.shared.errors import DocnumError, FieldError, validation_failed
+from docnum.shared.models import CatalogEntry
 
 KINDS = ("project", "organization", "correspondence_type", "sub_type", "rfa_type", "discipline")
 _CODE_PUNCTUATION = {".", "-", "_"}

@@ -1,7 +1,7 @@
 """Time is injected so that periods, expiries and audit timestamps are testable."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -12,7 +12,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class FixedClock:
@@ -27,11 +27,11 @@ class FixedClock:
 
 def to_db(instant: datetime) -> datetime:
     """DATETIME columns hold naive UTC."""
-    return instant.astimezone(timezone.utc).replace(tzinfo=None)
+    return instant.astimezone(UTC).replace(tzinfo=None)
 
 
 def from_db(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=timezone.utc) if value is not None else None
+    return value.replace(tzinfo=UTC) if value is not None else None
 
 
 def iso(value: datetime | None) -> str | None:
@@ -39,5 +39,5 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

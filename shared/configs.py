@@ -9,12 +9,12 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.audit import Actor, write_audit
-from shared.catalog import check_found_codes
-from shared.clock import from_db, iso
-from shared.errors import DocnumError, validation_failed
-from shared.models import CatalogEntry, ConfigHistory, NumberingConfig
-from shared.templates import RESETS, ParsedTemplate, validate_template
+from docnum.shared.audit import Actor, write_audit
+from docnum.shared.catalog import check_found_codes
+from docnum.shared.clock import from_db, iso
+from docnum.shared.errors import DocnumError, validation_failed
+from docnum.shared.models import CatalogEntry, ConfigHistory, NumberingConfig
+from docnum.shared.templates import RESETS, ParsedTemplate, validate_template
 
 EDITABLE = ("template", "reset", "fiscal_year_start_month", "sequence_start", "counter_scope",
             "active")
@@ -62,7 +62,7 @@ class ConfigView:
                 "project": self.project, "correspondence_type": self.correspondence_type}
 
     @classmethod
-    def from_snapshot(cls, data: dict) -> "ConfigView":
+    def from_snapshot(cls, data: dict) -> ConfigView:
         scope = data.get("counter_scope")
         return cls(id=data["id"], project=data["project"],
                    correspondence_type=data.get("correspondence_type"),

@@ -24,14 +24,19 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from shared import reports
-from shared.admin import (check_override, counter_floor, get_reset, list_resets,
-                          refuse_held_sequence, refuse_taken_number)
-from shared.configs import ConfigView, config_history, list_configs
-from shared.context import FIELD_KIND
-from shared.db import transaction
-from shared.errors import DocnumError
-from shared.models import CatalogEntry, Counter, IssuedNumber, ResetRequest
+from docnum.shared import reports
+from docnum.shared.admin import (
+    check_override,
+    counter_floor,
+    get_reset,
+    list_resets,
+    refuse_held_sequence,
+    refuse_taken_number,
+)
+from docnum.shared.configs import ConfigView, config_history, list_configs
+from docnum.shared.context import FIELD_KIND
+from docnum.shared.db import transaction
+from docnum.shared.models import CatalogEntry, Counter, IssuedNumber, ResetRequest
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +310,7 @@ class ImportStash:
             try:
                 self.redis.set(self.prefix + stash_id, content, ex=self.ttl)
                 return stash_id
-            except Exception as exc:  # noqa: BLE001 - any Redis failure: keep it on disk
+            except Exception as exc:  # any Redis failure: keep it on disk
                 log.warning("import stash: Redis unavailable (%s); using %s",
                             type(exc).__name__, self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -324,7 +329,7 @@ class ImportStash:
                 content = self.redis.get(self.prefix + stash_id)
                 if content is not None:
                     return content
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         path = self.directory / stash_id
         try:
@@ -341,7 +346,7 @@ class ImportStash:
         if self.redis is not None:
             try:
                 self.redis.delete(self.prefix + stash_id)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         (self.directory / stash_id).unlink(missing_ok=True)
 

@@ -53,7 +53,7 @@ class NumberingContext:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "NumberingContext":
+    def from_dict(cls, data: dict) -> NumberingContext:
         values = {k: v for k, v in data.items() if k in _FIELD_NAMES}
         if isinstance(values.get("document_date"), str):
             values["document_date"] = date.fromisoformat(values["document_date"])

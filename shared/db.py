@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.errors import DocnumError
+from docnum.shared.errors import DocnumError
 
 # MariaDB error numbers that mean "try the transaction again" (deadlock, lock wait timeout).
 RETRYABLE_MYSQL_ERRORS = {1213, 1205}
@@ -23,7 +23,7 @@ _lock = threading.Lock()
 
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn, _record):
         # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit transactions defer it).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -33,7 +33,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
+    def _on_begin(conn):
         # SQLite has no SELECT ... FOR UPDATE: take the write lock at BEGIN instead, so the
         # counter read-advance-write is serialised exactly like the MariaDB row lock.
         conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -87,7 +87,7 @@ class DocnumError(Exception):
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DocnumError":
+    def from_dict(cls, data: dict[str, Any]) -> DocnumError:
         code = data.get("code") if data.get("code") in CATALOG else "INTERNAL_ERROR"
         return cls(
             code=code,

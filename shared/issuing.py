@@ -14,12 +14,12 @@ from datetime import date, datetime
 
 from sqlalchemy.orm import Session
 
-from shared import templates
-from shared.catalog import code_problem
-from shared.clock import iso
-from shared.configs import ConfigView
-from shared.context import FIELD_KIND, NumberingContext
-from shared.errors import DocnumError, FieldError, validation_failed
+from docnum.shared import templates
+from docnum.shared.catalog import code_problem
+from docnum.shared.clock import iso
+from docnum.shared.configs import ConfigView
+from docnum.shared.context import FIELD_KIND, NumberingContext
+from docnum.shared.errors import DocnumError, FieldError, validation_failed
 
 CONTEXT_FIELDS = ("project", "correspondence_type", "originator", "recipient", "sub_type",
                   "rfa_type", "discipline", "revision", "document_date", "document_ref")
@@ -54,7 +54,7 @@ class AllocationRequest:
                 "submitted_at": self.submitted_at}
 
     @classmethod
-    def from_message(cls, data: dict) -> "AllocationRequest":
+    def from_message(cls, data: dict) -> AllocationRequest:
         return cls(request_id=data["request_id"], mode=data["mode"],
                    context=NumberingContext.from_dict(data["context"]),
                    config=ConfigView.from_snapshot(data["config"]),
@@ -141,14 +141,14 @@ def key_and_check(config: ConfigView, ctx: NumberingContext, day: date) -> str:
                                  list(config.counter_scope) if config.counter_scope is not None else None)
 
 
-def prepare(source, ctx: NumberingContext, *, now: datetime, timezone: str,  # noqa: ANN001
+def prepare(source, ctx: NumberingContext, *, now: datetime, timezone: str,
             mode: str = "generate", config: ConfigView | None = None) -> tuple[ConfigView, str, date]:
     """Check codes, resolve the config and compute the counter key and period day.
 
     ``source`` is a Session (read the database) or a ``shared.refcache.Reference`` (e.g. the
     front door's cached snapshot).
     """
-    from shared.refcache import DbReference
+    from docnum.shared.refcache import DbReference
 
     reference = DbReference(source) if isinstance(source, Session) else source
     reference.check_codes(ctx)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.clock import iso
-from shared.models import AuditRow, IssuedNumber
+from docnum.shared.clock import iso
+from docnum.shared.models import AuditRow, IssuedNumber
 
 STATES = ("RESERVED", "CONFIRMED", "CANCELLED", "EXPIRED", "VOID")
 SOURCES = ("GENERATE", "RESERVE", "MANUAL", "IMPORT", "REPLACE")
@@ -51,7 +51,7 @@ def failed_request(session: Session, request_id: str) -> AuditRow | None:
                           .order_by(AuditRow.id.desc()).limit(1))
 
 
-def audit_dict(row) -> dict:  # noqa: ANN001 - AuditRow or AuditArchiveRow
+def audit_dict(row) -> dict:  # AuditRow or AuditArchiveRow
     return {"id": row.id, "operation": row.operation, "actor": row.actor,
             "client_ip": row.client_ip, "user_agent": row.user_agent,
             "request_id": row.request_id, "counter_key": row.counter_key,

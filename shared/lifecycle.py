@@ -14,25 +14,26 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import issuing, metrics
-from shared.allocation import allocate_in_session
-from shared.audit import SYSTEM, Actor, write_audit
-from shared.clock import Clock, from_db, iso, to_db
-from shared.configs import ConfigView
-from shared.context import NumberingContext
-from shared.db import is_retryable, is_unreachable, service_busy, transaction
-from shared.errors import DocnumError, validation_failed
-from shared.ledger import issued_number
-from shared.models import AuditRow, IssuedNumber
+from docnum.shared import issuing, metrics
+from docnum.shared.allocation import allocate_in_session
+from docnum.shared.audit import SYSTEM, Actor, write_audit
+from docnum.shared.clock import Clock, from_db, iso, to_db
+from docnum.shared.configs import ConfigView
+from docnum.shared.context import NumberingContext
+from docnum.shared.db import is_retryable, is_unreachable, service_busy, transaction
+from docnum.shared.errors import DocnumError, validation_failed
+from docnum.shared.ledger import issued_number
+from docnum.shared.models import AuditRow, IssuedNumber
 
 log = logging.getLogger(__name__)
 

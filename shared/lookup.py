@@ -4,10 +4,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.clock import iso
-from shared.errors import DocnumError
-from shared.ledger import audit_dict, by_number, issued_number
-from shared.models import AuditArchiveRow, AuditRow
+from docnum.shared.clock import iso
+from docnum.shared.errors import DocnumError
+from docnum.shared.ledger import audit_dict, by_number, issued_number
+from docnum.shared.models import AuditArchiveRow, AuditRow
 
 
 def number_details(session: Session, document_number: str, project: str | None = None) -> dict:

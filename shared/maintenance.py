@@ -13,10 +13,10 @@ from datetime import date, timedelta
 from sqlalchemy import and_, delete, exists, func, insert, or_, select, text
 from sqlalchemy.engine import Engine
 
-from shared import metrics
-from shared.clock import Clock, SystemClock, iso, to_db
-from shared.db import transaction
-from shared.models import AuditArchiveRow, AuditRow, Counter, RequestRecord
+from docnum.shared import metrics
+from docnum.shared.clock import Clock, SystemClock, iso, to_db
+from docnum.shared.db import transaction
+from docnum.shared.models import AuditArchiveRow, AuditRow, Counter, RequestRecord
 
 log = logging.getLogger(__name__)
 

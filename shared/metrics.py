@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -80,11 +80,11 @@ def declarations() -> list[Metric]:
 
 
 # -- docnum_db_connection_pool_usage ------------------------------------------------------------
-_tracked_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_tracked_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 _tracked_lock = threading.Lock()
 
 
-def _pool_usage(pool, returning: bool = False) -> float | None:  # noqa: ANN001
+def _pool_usage(pool, returning: bool = False) -> float | None:
     """Percent of ``pool`` in use; None for pools without a fixed size (NullPool, StaticPool)."""
     try:
         size, overflow, out = pool.size(), pool._max_overflow, pool.checkedout()
@@ -97,7 +97,7 @@ def _pool_usage(pool, returning: bool = False) -> float | None:  # noqa: ANN001
     return 100.0 * max(out, 0) / capacity if capacity > 0 else None
 
 
-def refresh_pool_usage(event_pool=None) -> float | None:  # noqa: ANN001
+def refresh_pool_usage(event_pool=None) -> float | None:
     """Set the gauge to the busiest tracked pool of this process; returns the value set."""
     values = []
     for engine in list(_tracked_engines):
@@ -124,11 +124,11 @@ def track_pool(engine: Engine) -> None:
         _tracked_engines.add(engine)
 
     @event.listens_for(engine, "checkout")
-    def _on_checkout(_dbapi, _record, _proxy):  # noqa: ANN001
+    def _on_checkout(_dbapi, _record, _proxy):
         refresh_pool_usage()
 
     @event.listens_for(engine, "checkin")
-    def _on_checkin(_dbapi, record):  # noqa: ANN001
+    def _on_checkin(_dbapi, record):
         refresh_pool_usage(event_pool=engine.pool)
 
     refresh_pool_usage()
@@ -141,7 +141,7 @@ class UtilizationSnapshot:
     Not a prometheus_client Gauge on purpose: the set of counter keys changes with every period
     (a new ``Y2026`` key each year, a new ``M2026-01`` each month) and multiprocess gauges can
     never drop a label, so old periods would be exported forever. Instead the whole set is
-    replaced by each refresh (``shared.maintenance.refresh_utilization``: the beat job every
+    replaced by each refresh (``docnum.shared.maintenance.refresh_utilization``: the beat job every
     minute in the maintenance worker, and the API at scrape time when its copy is older than
     ``MAX_AGE_S``) and collected from memory by ``/metrics``.
     """

@@ -11,11 +11,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from shared import issuing, templates
-from shared.configs import ConfigView, resolve_config
-from shared.context import NumberingContext
-from shared.errors import DocnumError, validation_failed
-from shared.models import Counter
+from docnum.shared import issuing, templates
+from docnum.shared.configs import ConfigView, resolve_config
+from docnum.shared.context import NumberingContext
+from docnum.shared.errors import DocnumError, validation_failed
+from docnum.shared.models import Counter
 
 
 @dataclass(frozen=True)

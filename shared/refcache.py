@@ -11,17 +11,18 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.catalog import check_context_codes, check_found_codes
-from shared.configs import ConfigView, _view, resolve_config
-from shared.context import FIELD_KIND, NumberingContext
-from shared.errors import DocnumError
-from shared.models import CatalogEntry, NumberingConfig
+from docnum.shared.catalog import check_context_codes, check_found_codes
+from docnum.shared.configs import ConfigView, _view, resolve_config
+from docnum.shared.context import FIELD_KIND, NumberingContext
+from docnum.shared.errors import DocnumError
+from docnum.shared.models import CatalogEntry, NumberingConfig
 
 GENERATION_KEY = "docnum:reference-generation"
 MAX_AGE_S = 30.0
@@ -96,11 +97,11 @@ class ReferenceCache:
             return self._snapshot
 
 
-def notify_reference_change(settings) -> None:  # noqa: ANN001 - shared.settings.Settings
+def notify_reference_change(settings) -> None:  # shared.settings.Settings
     """For writers outside the API (CLI, scripts): running APIs reload their snapshot."""
     import uuid
 
-    from shared import redis_urls
+    from docnum.shared import redis_urls
 
     if not redis_urls.is_redis_url(settings.result_backend):
         return
@@ -108,6 +109,6 @@ def notify_reference_change(settings) -> None:  # noqa: ANN001 - shared.settings
         client = redis_urls.redis_client(settings.result_backend,
                                          master_name=settings.redis_sentinel_master)
         client.set(GENERATION_KEY, uuid.uuid4().hex)
-    except Exception as exc:  # noqa: BLE001 - the APIs reload within MAX_AGE_S anyway
+    except Exception as exc:  # the APIs reload within MAX_AGE_S anyway
         print(f"note: could not notify running APIs ({exc}); they reload within "
               f"{MAX_AGE_S:.0f} s", file=sys.stderr)

@@ -7,18 +7,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.audit import OPERATIONS
-from shared.clock import iso, to_db
-from shared.configs import ConfigView, resolve_config
-from shared.context import DIMENSIONS
-from shared.errors import DocnumError, validation_failed
-from shared.ledger import audit_dict
-from shared.models import AuditArchiveRow, AuditRow, ConfigHistory, Counter, IssuedNumber
+from docnum.shared.audit import OPERATIONS
+from docnum.shared.clock import iso, to_db
+from docnum.shared.configs import ConfigView, resolve_config
+from docnum.shared.context import DIMENSIONS
+from docnum.shared.errors import DocnumError, validation_failed
+from docnum.shared.ledger import audit_dict
+from docnum.shared.models import AuditArchiveRow, AuditRow, ConfigHistory, Counter, IssuedNumber
 
 _DIMENSION_NAMES = tuple(name for name, _ in DIMENSIONS)
 _PERIOD_PATTERNS = {
@@ -59,9 +59,9 @@ def parse_counter_key(key: str) -> KeyParts | None:
     return KeyParts(parts[0], tuple(dims), parts[-1])
 
 
-def _shape(template: str, reset: str, scope, project: str,  # noqa: ANN001
+def _shape(template: str, reset: str, scope, project: str,
            correspondence_type: str | None) -> tuple:
-    from shared.configs import parsed_template
+    from docnum.shared.configs import parsed_template
 
     parsed = parsed_template(template, reset, tuple(scope) if scope is not None else None)
     dims = tuple(d for d in parsed.dimensions
@@ -115,7 +115,7 @@ def parse_instant(raw: str | None, field: str) -> datetime | None:
         raise validation_failed(field, "must be a date YYYY-MM-DD or an ISO 8601 date-time") \
             from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value
 
 
@@ -130,7 +130,7 @@ class AuditFilter:
     start: datetime | None = None      # inclusive
     end: datetime | None = None        # exclusive
 
-    def check(self) -> "AuditFilter":
+    def check(self) -> AuditFilter:
         if self.operation is not None and self.operation not in OPERATIONS:
             raise validation_failed("operation", f"must be one of {' '.join(OPERATIONS)}")
         if self.start and self.end and self.start >= self.end:
@@ -160,7 +160,7 @@ def query_audit(session: Session, filters: AuditFilter, before_id: int | None,
     another page exists. The cursor is the last id seen: ids only grow, so a page never shows
     a row twice or skips one while rows are added or archived.
     """
-    def query(model):  # noqa: ANN001, ANN202
+    def query(model):
         stmt = select(model)
         if filters.document_number is not None:
             stmt = stmt.where(model.document_number == filters.document_number)
@@ -261,7 +261,7 @@ def _start_of(session: Session, key: str) -> int:
                             .order_by(IssuedNumber.sequence).limit(1)).first()
     if first is None:
         return 1
-    from shared.models import NumberingConfig
+    from docnum.shared.models import NumberingConfig
 
     start = session.scalar(select(NumberingConfig.sequence_start)
                            .where(NumberingConfig.id == first.config_id)) if first.config_id \
@@ -295,7 +295,7 @@ def _missing_reason(sequence: int, events: list[dict]) -> str:
     return "never issued: no ledger row holds this sequence (the counter was moved past it)"
 
 
-def _gap_reason(row) -> str:  # noqa: ANN001
+def _gap_reason(row) -> str:
     by = row.state_changed_by or "unknown"
     if row.state == "RESERVED":
         return f"reserved until {iso(row.reservation_expires_at)}, not confirmed yet"

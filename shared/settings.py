@@ -61,7 +61,7 @@ class Settings:
     def uses_redis(self) -> bool:
         return self.broker_url.startswith(("redis://", "rediss://", "sentinel://"))
 
-    def with_overrides(self, **changes) -> "Settings":
+    def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
 
 

@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.context import DIMENSION_FIELD, DIMENSIONS, NumberingContext
-from shared.errors import DocnumError, FieldError, TemplateInvalid, validation_failed
+from docnum.shared.context import DIMENSION_FIELD, DIMENSIONS, NumberingContext
+from docnum.shared.errors import DocnumError, FieldError, TemplateInvalid, validation_failed
 
 RESETS = ("YEARLY", "MONTHLY", "FISCAL_YEARLY", "NONE")
 

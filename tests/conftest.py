@@ -7,21 +7,21 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import redis as redis_lib
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from shared.auth import PERMISSIONS, mint_token
-from shared.settings import Settings, load_settings
+from docnum.shared.auth import PERMISSIONS, mint_token
+from docnum.shared.settings import Settings, load_settings
 
 pytest_plugins = ("celery.contrib.pytest",)
 
@@ -59,8 +59,8 @@ def redis_base_url() -> str:
 @contextmanager
 def throwaway_database(server_url: str, prefix: str) -> Iterator[str]:
     """A new, migrated MariaDB database on ``server_url``; dropped when the block ends."""
-    from shared.db import dispose_engines
-    from shared.migrate import upgrade
+    from docnum.shared.db import dispose_engines
+    from docnum.shared.migrate import upgrade
 
     name = f"{prefix}_{secrets.token_hex(4)}"
     admin = create_engine(server_url)
@@ -155,8 +155,8 @@ def settings(database_url: str, redis_dbs: tuple[str, str],
 
 
 @pytest.fixture(scope="session")
-def celery_session_app(settings: Settings):  # noqa: ANN201 - overrides the contrib fixture
-    from workers.celery_app import make_celery
+def celery_session_app(settings: Settings):  # overrides the contrib fixture
+    from docnum.workers.celery_app import make_celery
 
     app = make_celery(settings)
     app.set_current()
@@ -164,11 +164,11 @@ def celery_session_app(settings: Settings):  # noqa: ANN201 - overrides the cont
 
 
 @pytest.fixture(scope="session")
-def celery_session_worker(celery_session_app, settings: Settings):  # noqa: ANN001, ANN201
+def celery_session_worker(celery_session_app, settings: Settings):
     """The real worker, in a thread, consuming every shard queue (celery.contrib.testing)."""
     from celery.contrib.testing.worker import start_worker
 
-    from shared.routing import MAINTENANCE_QUEUE, all_shard_queues
+    from docnum.shared.routing import MAINTENANCE_QUEUE, all_shard_queues
 
     queues = ",".join(all_shard_queues(settings.queue_shards) + [MAINTENANCE_QUEUE])
     with start_worker(celery_session_app, pool="solo", concurrency=1, queues=queues,
@@ -177,8 +177,8 @@ def celery_session_worker(celery_session_app, settings: Settings):  # noqa: ANN0
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings, celery_session_app, celery_session_worker):  # noqa: ANN001, ANN201
-    from api.app import create_app
+def app(settings: Settings, celery_session_app, celery_session_worker):
+    from docnum.api.app import create_app
 
     flask_app = create_app(settings, celery=celery_session_app)
     flask_app.testing = True
@@ -186,13 +186,13 @@ def app(settings: Settings, celery_session_app, celery_session_worker):  # noqa:
 
 
 @pytest.fixture
-def client(app):  # noqa: ANN001, ANN201
+def client(app):
     return app.test_client()
 
 
 @pytest.fixture
-def engine(database_url: str):  # noqa: ANN201
-    from shared.db import get_engine
+def engine(database_url: str):
+    from docnum.shared.db import get_engine
 
     return get_engine(database_url)
 
@@ -222,7 +222,7 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def bump_reference_generation(backend_url: str) -> None:
     """Tests write catalog and configs behind the API's back: tell its caches (refcache)."""
-    from shared.refcache import GENERATION_KEY
+    from docnum.shared.refcache import GENERATION_KEY
 
     redis_lib.Redis.from_url(backend_url).set(GENERATION_KEY, uuid.uuid4().hex)
 
@@ -237,7 +237,7 @@ def token(settings: Settings) -> Callable[..., str]:
 
 
 @pytest.fixture
-def auth(token) -> Callable[..., dict]:  # noqa: ANN001
+def auth(token) -> Callable[..., dict]:
     """Headers for a user: ``auth()`` has every permission; ``auth(perms=[...])`` fewer."""
 
     def headers(sub: str = "alice", perms: list[str] | None = None,
@@ -270,12 +270,12 @@ VECTOR_CONFIGS = {
 
 
 @pytest.fixture
-def seed(engine, settings) -> Callable[..., dict[str, int]]:  # noqa: ANN001
+def seed(engine, settings) -> Callable[..., dict[str, int]]:
     """Load the test catalog and the SPEC vector configs straight through the services."""
-    from shared.catalog import put_entry
-    from shared.clock import SystemClock
-    from shared.configs import create_config
-    from shared.db import transaction
+    from docnum.shared.catalog import put_entry
+    from docnum.shared.clock import SystemClock
+    from docnum.shared.configs import create_config
+    from docnum.shared.db import transaction
 
     def run(configs: dict[str, tuple[str, str]] | None = None,
             project: str = "LCBP3") -> dict[str, int]:
@@ -304,7 +304,7 @@ def letter(**overrides: object) -> dict:
 
 
 @pytest.fixture
-def live_server(app) -> Iterator[str]:  # noqa: ANN001
+def live_server(app) -> Iterator[str]:
     """The app on a real loopback HTTP server (threaded werkzeug) for concurrency tests."""
     from werkzeug.serving import make_server
 

@@ -1,17 +1,17 @@
 """The Celery application: queues, routing and the settings that make redelivery safe.
 
-``celery -A workers.celery_app worker ...`` and ``docnum worker`` both load ``app`` from here.
+``celery -A docnum.workers.celery_app worker ...`` and ``docnum worker`` both load ``app`` from here.
 """
 from __future__ import annotations
 
 from celery import Celery
 from kombu import Queue
 
-from shared import metrics, redis_urls
-from shared.db import get_engine
-from shared.routing import MAINTENANCE_QUEUE, all_shard_queues
-from shared.settings import Settings, get_settings
-from workers import embedded, maintenance
+from docnum.shared import metrics, redis_urls
+from docnum.shared.db import get_engine
+from docnum.shared.routing import MAINTENANCE_QUEUE, all_shard_queues
+from docnum.shared.settings import Settings, get_settings
+from docnum.workers import embedded, maintenance
 
 # A SIGKILLed worker's unacknowledged messages go back to their queue once they are older than
 # DOCNUM_VISIBILITY_TIMEOUT (default 45 s); every live worker sweeps for them every
@@ -82,7 +82,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     celery.conf.update(celery_config(settings))
     celery.conf.docnum_settings = settings
     # Importing the task modules registers their tasks on this app.
-    from workers import tasks
+    from docnum.workers import tasks
 
     tasks.register(celery)
     maintenance.register(celery)
@@ -93,7 +93,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 def __getattr__(name: str) -> Celery:
-    # ``celery -A workers.celery_app`` looks up ``app``; build it on first use, from the
+    # ``celery -A docnum.workers.celery_app`` looks up ``app``; build it on first use, from the
     # environment, so that importing this module has no side effects.
     if name == "app":
         globals()["app"] = make_celery()

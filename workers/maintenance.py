@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
 
 from celery import Celery
 from celery.schedules import crontab
@@ -18,11 +18,11 @@ from sqlalchemy import or_, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from shared.clock import Clock, SystemClock, to_db
-from shared.db import get_engine, is_retryable, transaction
-from shared.models import MaintenanceLock
-from shared.routing import MAINTENANCE_QUEUE
-from shared.settings import Settings
+from docnum.shared.clock import Clock, SystemClock, to_db
+from docnum.shared.db import get_engine, is_retryable, transaction
+from docnum.shared.models import MaintenanceLock
+from docnum.shared.routing import MAINTENANCE_QUEUE
+from docnum.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def acquire_lease(engine, name: str, seconds: int, clock: Clock) -> bool:  # noqa: ANN001
+def acquire_lease(engine, name: str, seconds: int, clock: Clock) -> bool:
     """Take the named lease if it is free or expired; True when this process holds it."""
     now = clock.now()
     holder = _holder()
@@ -80,7 +80,7 @@ def acquire_lease(engine, name: str, seconds: int, clock: Clock) -> bool:  # noq
         raise
 
 
-def release_lease(engine, name: str) -> None:  # noqa: ANN001
+def release_lease(engine, name: str) -> None:
     with transaction(engine) as session:
         session.execute(update(MaintenanceLock)
                         .where(MaintenanceLock.name == name,
@@ -103,7 +103,7 @@ def run_locked(settings: Settings, job: str, work: Callable[[], object],
 
 
 def register(celery: Celery) -> None:
-    from shared import lifecycle, maintenance
+    from docnum.shared import lifecycle, maintenance
 
     # shared=False on every task below: Celery's default (shared=True) also hands each task to
     # every app finalized later in the process, and the first registration of a name wins, so a
@@ -111,7 +111,7 @@ def register(celery: Celery) -> None:
     def settings() -> Settings:
         return celery.conf.docnum_settings
 
-    def engine():  # noqa: ANN202
+    def engine():
         return get_engine(settings().database_url)
 
     @celery.task(name=SCHEDULE["expire_reservations"][0], ignore_result=True, shared=False)

@@ -30,12 +30,12 @@ import signal
 import socket
 import threading
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
-from shared import redis_urls
-from shared.settings import Settings
+from docnum.shared import redis_urls
+from docnum.shared.settings import Settings
 
 log = logging.getLogger("docnum.ownership")
 

@@ -8,13 +8,13 @@ from datetime import datetime
 from celery import Celery
 from celery.backends.redis import RedisBackend
 
-from shared import metrics
-from shared.allocation import Outcome, allocate_many, record_failures
-from shared.clock import SystemClock
-from shared.db import get_engine, ledger_identity
-from shared.errors import DocnumError
-from shared.issuing import AllocationRequest
-from shared.settings import Settings
+from docnum.shared import metrics
+from docnum.shared.allocation import Outcome, allocate_many, record_failures
+from docnum.shared.clock import SystemClock
+from docnum.shared.db import get_engine, ledger_identity
+from docnum.shared.errors import DocnumError
+from docnum.shared.issuing import AllocationRequest
+from docnum.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def register(celery: Celery) -> None:
     # shared=False: this app's task only (see workers/maintenance.py, register).
     @celery.task(name=ALLOCATE_TASK, bind=True, ignore_result=True, shared=False)
     def allocate(self, messages: list[dict], ledger: str | None = None,
-                 reply: str | None = None, **_later: object) -> int:  # noqa: ANN001
+                 reply: str | None = None, **_later: object) -> int:
         # ``reply``: the answer channel of the API process that sent the batch (api/waiter.py).
         # ``_later``: optional fields a newer front door may add (docs/deploy.md §7).
         settings: Settings = self.app.conf.docnum_settings
@@ -68,7 +68,7 @@ def serve_requests(settings: Settings, requests: list[AllocationRequest], *,
     return outcomes
 
 
-def _allocate_patiently(settings, engine, groups, clock, fallback_used):  # noqa: ANN001, ANN202
+def _allocate_patiently(settings, engine, groups, clock, fallback_used):
     deadline = time.monotonic() + DB_OUTAGE_PATIENCE_S
     delay = 0.25
     everyone = [r for group in groups.values() for r in group]
@@ -87,7 +87,7 @@ def _allocate_patiently(settings, engine, groups, clock, fallback_used):  # noqa
             # At most 1 s between attempts (one connect attempt each): the queue moves again
             # within about a second of the database's return.
             delay = min(delay * 2, 1.0)
-        except Exception:  # noqa: BLE001 - every request must get an answer, never a silent loss
+        except Exception:  # every request must get an answer, never a silent loss
             log.exception("allocation failed on %s", sorted(groups))
             error = DocnumError("INTERNAL_ERROR", "the allocation failed; the request can be "
                                                   "retried with the same Idempotency-Key")

@@ -18,14 +18,24 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, \
-    request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
-from api.console import i18n
-from shared.auth import verify_token
-from shared.errors import DocnumError
+from docnum.api.console import i18n
+from docnum.shared.auth import verify_token
+from docnum.shared.errors import DocnumError
 
 bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -52,12 +62,12 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
     path is /console anyway).
     """
 
-    def open_session(self, app, request):  # noqa: ANN001, ANN201
+    def open_session(self, app, request):
         if not request.path.startswith(COOKIE_PATH):
             return self.make_null_session(app)
         return super().open_session(app, request)
 
-    def get_cookie_secure(self, app) -> bool:  # noqa: ANN001
+    def get_cookie_secure(self, app) -> bool:
         if request.is_secure:
             return True
         settings = app.config["DOCNUM_SETTINGS"]
@@ -66,7 +76,7 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
 
 
 @bp.record_once
-def _configure(state) -> None:  # noqa: ANN001
+def _configure(state) -> None:
     app = state.app
     settings = app.config["DOCNUM_SETTINGS"]
     if not app.config.get("SECRET_KEY"):
@@ -80,7 +90,7 @@ def _configure(state) -> None:  # noqa: ANN001
 
 # --------------------------------------------------------------------------- helpers
 
-def settings():  # noqa: ANN201
+def settings():
     return current_app.config["DOCNUM_SETTINGS"]
 
 
@@ -132,7 +142,7 @@ def sign_in(token: str) -> None:
 def _before() -> object:
     g.lang = choose_language()
     if request.endpoint == "console.import_upload":
-        from api.routes_admin import MAX_IMPORT_BYTES
+        from docnum.api.routes_admin import MAX_IMPORT_BYTES
 
         request.max_content_length = MAX_IMPORT_BYTES  # before the form is parsed below
     if request.endpoint in PUBLIC_ENDPOINTS:
@@ -167,7 +177,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 
 
 
 @bp.after_request
-def _headers(response):  # noqa: ANN001, ANN202
+def _headers(response):
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
@@ -227,7 +237,7 @@ def error_page(status: int, title: str, detail: str = "") -> tuple[str, int]:
 
 
 @bp.errorhandler(DocnumError)
-def _docnum_error(error: DocnumError):  # noqa: ANN202
+def _docnum_error(error: DocnumError):
     lang = g.get("lang", "en")
     if request.endpoint in JSON_ENDPOINTS:
         return jsonify({"error": error.code, "title": error.title(lang),
@@ -238,7 +248,7 @@ def _docnum_error(error: DocnumError):  # noqa: ANN202
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(error: HTTPException):  # noqa: ANN202
+def _http_error(error: HTTPException):
     status = error.code or 500
     if request.endpoint in JSON_ENDPOINTS:
         return jsonify({"error": status, "detail": error.description}), status
@@ -248,4 +258,4 @@ def _http_error(error: HTTPException):  # noqa: ANN202
     return error_page(status, title, detail)
 
 
-from api.console import views  # noqa: E402,F401  (registers the pages on bp)
+from docnum.api.console import views  # registers the pages on bp

@@ -5,19 +5,29 @@ from __future__ import annotations
 import hmac
 from datetime import UTC, datetime
 
-from flask import Response, abort, flash, g, redirect, render_template, request, session, \
-    stream_with_context, url_for
+from flask import (
+    Response,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+    url_for,
+)
 
-from api.console import bp, i18n, safe_next, sign_in
-from api.http import request_actor, services
-from api.security import requires
-from shared import admin, configs, console, issuing, lifecycle, reports, templates
-from shared.audit import OPERATIONS
-from shared.auth import SUPER_ADMIN, verify_token
-from shared.db import transaction
-from shared.errors import DocnumError, TemplateInvalid, validation_failed
-from shared.lookup import number_details
-from shared.preview import preview_numbers
+from docnum.api.console import bp, i18n, safe_next, sign_in
+from docnum.api.http import request_actor, services
+from docnum.api.security import requires
+from docnum.shared import admin, configs, console, issuing, lifecycle, reports, templates
+from docnum.shared.audit import OPERATIONS
+from docnum.shared.auth import SUPER_ADMIN, verify_token
+from docnum.shared.db import transaction
+from docnum.shared.errors import DocnumError, TemplateInvalid, validation_failed
+from docnum.shared.lookup import number_details
+from docnum.shared.preview import preview_numbers
 
 MANAGE = "system.manage_settings"
 PREVIEW_COUNT = 3
@@ -53,12 +63,12 @@ def _int_arg(raw: str | None, name: str) -> int | None:
 # --------------------------------------------------------------------------- sign-in
 
 @bp.get("/")
-def home():  # noqa: ANN201
+def home():
     return render_template("console/home.html", section="home")
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login():  # noqa: ANN201
+def login():
     error = None
     if request.args.get("expired"):
         error = i18n.t("login.expired", _lang())
@@ -80,7 +90,7 @@ def login():  # noqa: ANN201
 
 
 @bp.post("/logout")
-def logout():  # noqa: ANN201
+def logout():
     lang = session.get("lang")
     session.clear()
     if lang:
@@ -93,7 +103,7 @@ def logout():  # noqa: ANN201
 
 @bp.get("/templates")
 @requires(MANAGE)
-def templates_list():  # noqa: ANN201
+def templates_list():
     project = request.args.get("project") or None
     with transaction(services().read_engine) as session_:
         grouped = console.configs_by_project(session_, project)
@@ -157,7 +167,7 @@ def _load_config(config_id: int) -> tuple[configs.ConfigView, dict, dict]:
 
 @bp.route("/templates/<int:config_id>", methods=["GET", "POST"])
 @requires(MANAGE)
-def template_edit(config_id: int):  # noqa: ANN201
+def template_edit(config_id: int):
     config, defaults, codes = _load_config(config_id)
     form = _editor_form(config, defaults)
     save_error = None
@@ -186,7 +196,7 @@ def template_edit(config_id: int):  # noqa: ANN201
 
 @bp.post("/templates/<int:config_id>/check")
 @requires(MANAGE)
-def template_check(config_id: int):  # noqa: ANN201
+def template_check(config_id: int):
     """Validate-as-you-type: the editor's script posts the form here and swaps in the HTML."""
     config, defaults, _ = _load_config(config_id)
     data = request.get_json(silent=True)
@@ -209,7 +219,7 @@ def template_check(config_id: int):  # noqa: ANN201
 
 @bp.get("/templates/<int:config_id>/history")
 @requires(MANAGE)
-def template_history(config_id: int):  # noqa: ANN201
+def template_history(config_id: int):
     with transaction(services().read_engine) as session_:
         config = configs.get_config(session_, config_id)
         versions = console.version_diffs(session_, config_id)
@@ -221,7 +231,7 @@ def template_history(config_id: int):  # noqa: ANN201
 
 @bp.get("/counters")
 @requires(MANAGE)
-def counters():  # noqa: ANN201
+def counters():
     project = request.args.get("project") or None
     after = request.args.get("after") or None
     with transaction(services().read_engine) as session_:
@@ -233,7 +243,7 @@ def counters():  # noqa: ANN201
 
 @bp.get("/counters/gaps")
 @requires("system.view_logs")
-def gaps():  # noqa: ANN201
+def gaps():
     key = request.args.get("counter_key") or ""
     after = _int_arg(request.args.get("after"), "after")
     items: list[dict] = []
@@ -253,7 +263,7 @@ def gaps():  # noqa: ANN201
 
 @bp.get("/numbers")
 @requires("correspondence.read")
-def lookup():  # noqa: ANN201
+def lookup():
     number = (request.args.get("number") or "").strip()
     project = (request.args.get("project") or "").strip() or None
     details, chain, error = None, [], None
@@ -272,11 +282,11 @@ def lookup():  # noqa: ANN201
 
 @bp.get("/admin")
 @requires(MANAGE)
-def admin_page():  # noqa: ANN201
+def admin_page():
     return _admin(None, {})
 
 
-def _admin(section_error: tuple[str, dict] | None, values: dict, status: int = 200):  # noqa: ANN202
+def _admin(section_error: tuple[str, dict] | None, values: dict, status: int = 200):
     errors = {section_error[0]: section_error[1]} if section_error else {}
     return render_template("console/admin.html", section="admin", errors=errors,
                            values=values, context_fields=CONTEXT_FIELDS), status
@@ -294,7 +304,7 @@ def _void_body() -> dict:
 
 @bp.post("/admin/void")
 @requires(MANAGE)
-def void():  # noqa: ANN201
+def void():
     body = _void_body()
     svc = services()
     values = {"void": dict(request.form)}
@@ -333,7 +343,7 @@ def _override_body() -> dict:
 
 @bp.post("/admin/override")
 @requires(MANAGE)
-def override():  # noqa: ANN201
+def override():
     body = _override_body()
     svc = services()
     values = {"override": dict(request.form)}
@@ -361,7 +371,7 @@ def _stash() -> console.ImportStash:
 
 @bp.post("/admin/import")
 @requires(MANAGE)
-def import_upload():  # noqa: ANN201
+def import_upload():
     """Dry run of an uploaded file; the file is stashed for the commit button."""
     svc = services()
     upload = request.files.get("file")  # over 32 MiB: 413 while the CSRF check parsed it
@@ -388,7 +398,7 @@ def import_upload():  # noqa: ANN201
 
 @bp.post("/admin/import/commit")
 @requires(MANAGE)
-def import_commit():  # noqa: ANN201
+def import_commit():
     svc = services()
     pending = session.get("import") or {}
     sent = request.form.get("import_id") or ""
@@ -420,12 +430,12 @@ def import_commit():  # noqa: ANN201
 
 @bp.get("/resets")
 @requires(role=SUPER_ADMIN)
-def resets():  # noqa: ANN201
+def resets():
     return _resets_page(request.args.get("counter_key") or "", {})
 
 
 def _resets_page(counter_key: str, values: dict, error: dict | None = None,
-                 status: int = 200):  # noqa: ANN202
+                 status: int = 200):
     with transaction(services().read_engine) as session_:
         overview = console.resets_overview(session_)
         floor = console.floor_check(session_, counter_key) if counter_key else None
@@ -437,7 +447,7 @@ def _resets_page(counter_key: str, values: dict, error: dict | None = None,
 
 @bp.post("/resets")
 @requires(role=SUPER_ADMIN)
-def reset_file():  # noqa: ANN201
+def reset_file():
     svc = services()
     form = request.form
     key = (form.get("counter_key") or "").strip()
@@ -464,7 +474,7 @@ def reset_file():  # noqa: ANN201
 
 @bp.post("/resets/<int:reset_id>/approve")
 @requires(role=SUPER_ADMIN)
-def reset_approve(reset_id: int):  # noqa: ANN201
+def reset_approve(reset_id: int):
     svc = services()
     try:
         result, error = admin.approve_reset(svc.engine, reset_id, request_actor(), svc.clock)
@@ -481,7 +491,7 @@ def reset_approve(reset_id: int):  # noqa: ANN201
 
 @bp.get("/audit")
 @requires("system.view_logs")
-def audit():  # noqa: ANN201
+def audit():
     args = request.args
     error, rows, next_before = None, [], None
     try:
@@ -506,7 +516,7 @@ AUDIT_FILTERS = ("document_number", "operation", "actor", "counter_key", "reques
 
 @bp.get("/audit.csv")
 @requires("system.view_logs")
-def audit_csv():  # noqa: ANN201
+def audit_csv():
     filters = reports.audit_filter(request.args)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     chunks = console.audit_csv(services().read_engine, filters)

@@ -23,9 +23,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import redis as redis_lib
 import requests
@@ -50,7 +50,7 @@ def wait_until(predicate: Callable[[], object], timeout: float, message: str,
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             last_error = exc
         if time.monotonic() > deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
@@ -79,11 +79,11 @@ def prepare_database(database_url: str, configs: dict[str, tuple[str, str]] | No
                      project: str = "LCBP3") -> dict[str, int]:
     """Migrate a database and load the test catalog and configs (what the ``seed`` fixture does
     for the session database), for tests that run on a database of their own."""
-    from shared.catalog import put_entry
-    from shared.clock import SystemClock
-    from shared.configs import create_config
-    from shared.db import make_engine, transaction
-    from shared.migrate import upgrade
+    from docnum.shared.catalog import put_entry
+    from docnum.shared.clock import SystemClock
+    from docnum.shared.configs import create_config
+    from docnum.shared.db import make_engine, transaction
+    from docnum.shared.migrate import upgrade
     from tests.conftest import CATALOG, VECTOR_CONFIGS
 
     upgrade(database_url)
@@ -108,7 +108,7 @@ def prepare_database(database_url: str, configs: dict[str, tuple[str, str]] | No
 class Process:
     name: str
     argv: list[str]
-    ready: Callable[["Process"], bool] | None = None
+    ready: Callable[[Process], bool] | None = None
     node: str | None = None             # Celery node name before the '@' (workers)
     popen: subprocess.Popen | None = None
     log_path: Path | None = None
@@ -176,7 +176,7 @@ class Service:
         return f"http://{self.host}:{self.port}"
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self, *names: str, wait: bool = True) -> "Service":
+    def start(self, *names: str, wait: bool = True) -> Service:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         chosen = [self.processes[n] for n in names] if names else list(self.processes.values())
         for process in chosen:
@@ -184,7 +184,7 @@ class Service:
                 continue
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in process.name)
             process.log_path = self.log_dir / f"{safe}.log"
-            process._log_file = open(process.log_path, "ab")  # noqa: SIM115 - closed in stop
+            process._log_file = open(process.log_path, "ab")  # closed in stop
             process.popen = subprocess.Popen(process.argv, env=self.env, cwd=REPO,
                                              stdout=process._log_file,
                                              stderr=subprocess.STDOUT,
@@ -242,7 +242,7 @@ class Service:
         self.stop(*names)
         self.start(*names)
 
-    def __enter__(self) -> "Service":
+    def __enter__(self) -> Service:
         try:
             return self.start()
         except BaseException:
@@ -263,8 +263,8 @@ class Service:
         if not broker.startswith(("redis://", "rediss://", "sentinel://")):
             return "[queues]" in process.log()
         if self._control is None:
-            from shared.settings import load_settings
-            from workers.celery_app import make_celery
+            from docnum.shared.settings import load_settings
+            from docnum.workers.celery_app import make_celery
 
             self._control = make_celery(load_settings(self.env))
         replies = self._control.control.ping(timeout=1.0) or []
@@ -310,9 +310,9 @@ class RedisServer:
         except redis_lib.RedisError:
             return False
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.workdir / "redis.log", "ab")  # owned by the process
         self.popen = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "yes" if self.appendonly else "no",
@@ -332,7 +332,7 @@ class RedisServer:
                 self.popen.wait(5)
         self.popen = None
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
@@ -389,7 +389,7 @@ class MariaDBServer:
         except MySQLdb.Error:
             return False
 
-    def start(self) -> "MariaDBServer":
+    def start(self) -> MariaDBServer:
         if not self.datadir.exists():
             self._chown()
             subprocess.run(["mariadb-install-db", "--no-defaults", *self._user(),
@@ -440,7 +440,7 @@ class MariaDBServer:
     def binlog_files(self) -> list[Path]:
         return sorted(p for p in self.datadir.glob("binlog.[0-9]*"))
 
-    def __enter__(self) -> "MariaDBServer":
+    def __enter__(self) -> MariaDBServer:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:

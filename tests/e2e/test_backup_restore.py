@@ -19,10 +19,16 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from shared.auth import mint_token
+from docnum.shared.auth import mint_token
 from tests.conftest import ALL_PERMS, letter, make_settings
-from tests.e2e.service import (REPO, MariaDBServer, RedisServer, Service, docnum_env,
-                               prepare_database)
+from tests.e2e.service import (
+    REPO,
+    MariaDBServer,
+    RedisServer,
+    Service,
+    docnum_env,
+    prepare_database,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +65,7 @@ def age(path: Path, days: float) -> None:
     os.utime(path, (then, then))
 
 
-def test_backup_drop_restore_and_the_counter_continues(server_db_url, tmp_path):  # noqa: ANN001
+def test_backup_drop_restore_and_the_counter_continues(server_db_url, tmp_path):
     name = f"docnum_bk_{secrets.token_hex(4)}"
     admin = create_engine(server_db_url)
     with admin.begin() as conn:
@@ -105,7 +111,7 @@ def test_backup_drop_restore_and_the_counter_continues(server_db_url, tmp_path):
             assert after["document_number"] == "คคง.-สคฉ.3-0004-2568"
             assert after["sequence"] == 4
     finally:
-        from shared.db import dispose_engines
+        from docnum.shared.db import dispose_engines
 
         dispose_engines()
         with admin.begin() as conn:
@@ -113,7 +119,7 @@ def test_backup_drop_restore_and_the_counter_continues(server_db_url, tmp_path):
         admin.dispose()
 
 
-def test_restore_refuses_a_truncated_backup(server_db_url, tmp_path):  # noqa: ANN001
+def test_restore_refuses_a_truncated_backup(server_db_url, tmp_path):
     broken = tmp_path / "docnum-x-20260101T000000Z.sql.gz"
     subprocess.run(f"echo 'CREATE TABLE half (' | gzip > {broken}", shell=True, check=True)
     url = make_url(server_db_url).set(database="docnum_never_created").render_as_string(
@@ -123,7 +129,7 @@ def test_restore_refuses_a_truncated_backup(server_db_url, tmp_path):  # noqa: A
 
 
 @pytest.mark.skipif(not MariaDBServer.available(), reason="needs mariadbd")
-def test_point_in_time_recovery_from_backup_and_binlog(tmp_path):  # noqa: ANN001
+def test_point_in_time_recovery_from_backup_and_binlog(tmp_path):
     with MariaDBServer(binlog=True) as server, RedisServer(tmp_path / "redis") as redis:
         server.execute("CREATE DATABASE docnum CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
         url = server.url("docnum")

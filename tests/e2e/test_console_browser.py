@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.auth import SUPER_ADMIN
+from docnum.shared.auth import SUPER_ADMIN
 from tests.conftest import letter
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ WAIT_S = 15
 
 def _missing_browser() -> str | None:
     try:
-        import selenium  # noqa: F401
+        import selenium
     except ImportError:
         return "selenium is not installed (pip install -e '.[test]')"
     if not (shutil.which("chromium") or os.path.exists(CHROMIUM)) \
@@ -81,7 +81,7 @@ def shots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Console:
     """A small page-object over the Selenium driver."""
 
-    def __init__(self, driver, base: str, token, shots: Path) -> None:  # noqa: ANN001
+    def __init__(self, driver, base: str, token, shots: Path) -> None:
         self.d = driver
         self.base = base
         self.token = token
@@ -92,7 +92,7 @@ class Console:
     def open(self, path: str) -> None:
         self.d.get(self.base + path)
 
-    def css(self, selector: str):  # noqa: ANN201
+    def css(self, selector: str):
         from selenium.webdriver.common.by import By
 
         return self.d.find_element(By.CSS_SELECTOR, selector)
@@ -102,9 +102,11 @@ class Console:
 
         return self.d.find_elements(By.CSS_SELECTOR, selector)
 
-    def wait(self, predicate, message: str = "condition"):  # noqa: ANN001, ANN201
-        from selenium.common.exceptions import NoSuchElementException, \
-            StaleElementReferenceException
+    def wait(self, predicate, message: str = "condition"):
+        from selenium.common.exceptions import (
+            NoSuchElementException,
+            StaleElementReferenceException,
+        )
         from selenium.webdriver.support.ui import WebDriverWait
 
         # The page may still be the previous one, or be replaced while it is read: try again.
@@ -112,7 +114,7 @@ class Console:
         return WebDriverWait(self.d, WAIT_S, ignored_exceptions=ignored).until(
             lambda _: predicate(), message=message)
 
-    def wait_css(self, selector: str):  # noqa: ANN201
+    def wait_css(self, selector: str):
         return self.wait(lambda: (self.all(selector) or [None])[0], selector)
 
     def click(self, selector: str) -> None:
@@ -163,11 +165,11 @@ class Console:
 
 
 @pytest.fixture
-def console(driver, live_server, token, shots_dir) -> Console:  # noqa: ANN001
+def console(driver, live_server, token, shots_dir) -> Console:
     return Console(driver, live_server, token, shots_dir)
 
 
-def generate(client, auth, body: dict) -> dict:  # noqa: ANN001
+def generate(client, auth, body: dict) -> dict:
     response = client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth())
     assert response.status_code == 201, response.json
     return response.json
@@ -176,7 +178,7 @@ def generate(client, auth, body: dict) -> dict:  # noqa: ANN001
 # --------------------------------------------------------------------------- flows
 
 def test_edit_a_template_preview_validate_save_and_find_it_in_history(console, seed, client,
-                                                                      auth):  # noqa: ANN001
+                                                                      auth):
     ids = seed()
     generate(client, auth, letter())  # คคง.-สคฉ.3-0001-2568: the counter is at 1
     console.sign_in("somchai")
@@ -208,7 +210,7 @@ def test_edit_a_template_preview_validate_save_and_find_it_in_history(console, s
         "css selector", ".dadd").text
 
 
-def test_import_dry_run_then_commit(console, seed, engine, tmp_path):  # noqa: ANN001
+def test_import_dry_run_then_commit(console, seed, engine, tmp_path):
     seed()
     path = tmp_path / "register.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -233,7 +235,7 @@ def test_import_dry_run_then_commit(console, seed, engine, tmp_path):  # noqa: A
     assert console.css(".number-card").get_attribute("data-state") == "VOID"
 
 
-def test_reset_filed_and_approved_by_three_super_admins(console, seed, client, auth):  # noqa: ANN001
+def test_reset_filed_and_approved_by_three_super_admins(console, seed, client, auth):
     seed()
     for _ in range(3):
         generate(client, auth, letter())
@@ -268,7 +270,7 @@ def test_reset_filed_and_approved_by_three_super_admins(console, seed, client, a
 
 
 def test_look_up_a_voided_number_and_follow_its_replacement(console, seed, client,
-                                                             auth):  # noqa: ANN001
+                                                             auth):
     seed()
     original = generate(client, auth, letter(document_ref="DMS-42"))["document_number"]
     console.sign_in("somchai")
@@ -300,7 +302,7 @@ PAGES = ("login", "home", "templates", "editor", "editor-error", "history", "cou
 
 
 def test_screenshots_of_every_page_in_english_and_thai(console, seed, client, auth, engine,
-                                                       token, tmp_path):  # noqa: ANN001
+                                                       token, tmp_path):
     ids = seed()
     for _ in range(3):
         generate(client, auth, letter())
@@ -317,9 +319,9 @@ def test_screenshots_of_every_page_in_english_and_thai(console, seed, client, au
         "document_number": "คคง.-สคฉ.3-0002-2568", "reason": "ส่งผิดผู้รับ ออกเลขใหม่แทน",
         "replace": True}, headers=auth("napat"))
     assert voided.status_code == 200, voided.json
-    from shared.clock import SystemClock, to_db
-    from shared.db import transaction
-    from shared.models import Counter
+    from docnum.shared.clock import SystemClock, to_db
+    from docnum.shared.db import transaction
+    from docnum.shared.models import Counter
 
     now = to_db(SystemClock().now())
     with transaction(engine) as session:

@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 
 def _docnum(*args: str, cwd: Path, env: dict) -> str:
-    result = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, env=env,
+    result = subprocess.run([sys.executable, "-m", "docnum.cli.main", *args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -43,7 +43,7 @@ def test_up_on_the_embedded_default(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCNUM_", "PROMETHEUS_"))}
     env.update(PYTHONPATH=str(REPO), DOCNUM_PORT=str(port), DOCNUM_QUEUE_SHARDS="2")
     log = (tmp_path / "up.log").open("wb")
-    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--worker-processes", "1"],
+    up = subprocess.Popen([sys.executable, "-m", "docnum.cli.main", "up", "--worker-processes", "1"],
                           cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
                           start_new_session=True)
     url = f"http://127.0.0.1:{port}"

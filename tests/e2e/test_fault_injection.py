@@ -21,12 +21,19 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from shared.auth import mint_token
-from shared.routing import all_shard_queues
-from shared.settings import load_settings
+from docnum.shared.auth import mint_token
+from docnum.shared.routing import all_shard_queues
+from docnum.shared.settings import load_settings
 from tests.conftest import ALL_PERMS, letter
-from tests.e2e.service import (MariaDBServer, Process, RedisServer, Service, docnum_env,
-                               prepare_database, wait_until)
+from tests.e2e.service import (
+    MariaDBServer,
+    Process,
+    RedisServer,
+    Service,
+    docnum_env,
+    prepare_database,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +58,7 @@ class Attempt:
     request_id: str | None = None
 
 
-def _check_ledger(engine, expected_request_ids: set[str]) -> dict[str, list[int]]:  # noqa: ANN001
+def _check_ledger(engine, expected_request_ids: set[str]) -> dict[str, list[int]]:
     """Nothing duplicated, nothing half-written: one ledger row per request, contiguous
     counters that match the ledger, one successful audit row per ledger row."""
     with engine.connect() as conn:
@@ -79,7 +86,7 @@ def _check_ledger(engine, expected_request_ids: set[str]) -> dict[str, list[int]
 
 
 @pytest.mark.skipif(not MariaDBServer.available(), reason="needs mariadbd")
-def test_database_stops_for_5s_under_sync_load(tmp_path):  # noqa: ANN001
+def test_database_stops_for_5s_under_sync_load(tmp_path):
     """Only 201 or 503 SERVICE_BUSY + Retry-After, never 500, never longer than the timeout;
     clients that retry with the same Idempotency-Key each get exactly one number."""
     timeout, threads, outage_s = 5, 8, 5.0
@@ -180,7 +187,7 @@ def test_database_stops_for_5s_under_sync_load(tmp_path):  # noqa: ANN001
 
 @pytest.mark.parametrize("appendonly", [True, False], ids=["aof", "no-persistence"])
 def test_redis_stops_under_async_load(database_url, seed, engine, tmp_path,
-                                      appendonly):  # noqa: ANN001
+                                      appendonly):
     """New requests go through the DB-only path while Redis is down. Requests that were queued
     (accepted, 202, not yet served) at that moment:
 
@@ -315,7 +322,7 @@ def test_redis_stops_under_async_load(database_url, seed, engine, tmp_path,
 
 
 def _request_id(env: dict[str, str], key: str) -> str:
-    from shared.issuing import request_id_for
+    from docnum.shared.issuing import request_id_for
 
     return request_id_for("loader", key)
 
@@ -324,7 +331,7 @@ def _request_id(env: dict[str, str], key: str) -> str:
 
 
 def test_two_consumers_on_one_shard_queue_issue_no_duplicate(database_url, seed, engine,
-                                                             tmp_path):  # noqa: ANN001
+                                                             tmp_path):
     """A second consumer on the same shard queues (started with ``celery worker`` directly,
     which skips docnum's shard-ownership lock: the misconfiguration the lock exists to catch).
     Both serve the same counters concurrently; the counter row lock keeps every number unique
@@ -337,7 +344,7 @@ def test_two_consumers_on_one_shard_queue_issue_no_duplicate(database_url, seed,
         svc = Service(env, tmp_path / "logs", workers=["0,1,2,3"])
         queues = ",".join(all_shard_queues(int(env["DOCNUM_QUEUE_SHARDS"])))
         celery = str(Path(sys.executable).with_name("celery"))
-        rogue = Process("rogue", [celery, "-A", "workers.celery_app", "worker", "-Q", queues,
+        rogue = Process("rogue", [celery, "-A", "docnum.workers.celery_app", "worker", "-Q", queues,
                                   "-P", "solo", "-c", "1", "-n", "rogue@%h", "--without-mingle",
                                   "--without-gossip", "-l", "warning"],
                         ready=svc._celery_ready, node="rogue")

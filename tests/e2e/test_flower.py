@@ -12,7 +12,7 @@ from tests.e2e.service import DOCNUM, RedisServer, Service, docnum_env, free_por
 pytestmark = pytest.mark.e2e
 
 
-def test_flower_binds_loopback_and_asks_for_basic_auth(tmp_path):  # noqa: ANN001
+def test_flower_binds_loopback_and_asks_for_basic_auth(tmp_path):
     port = free_port()
     with RedisServer(tmp_path / "redis") as redis:
         env = docnum_env(f"sqlite:///{tmp_path / 'docnum.sqlite'}", redis.url(0), redis.url(1),
@@ -36,7 +36,7 @@ def test_flower_binds_loopback_and_asks_for_basic_auth(tmp_path):  # noqa: ANN00
             assert svc.stop() == {"flower": 0}
 
 
-def test_flower_refuses_a_public_address_without_auth(tmp_path):  # noqa: ANN001
+def test_flower_refuses_a_public_address_without_auth(tmp_path):
     env = docnum_env(f"sqlite:///{tmp_path / 'docnum.sqlite'}", "redis://127.0.0.1:1/0",
                      "redis://127.0.0.1:1/1", tmp_path / "var", DOCNUM_FLOWER_ADDRESS="0.0.0.0",
                      DOCNUM_FLOWER_PORT=str(free_port()))

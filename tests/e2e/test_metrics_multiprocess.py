@@ -9,7 +9,7 @@ import requests
 from prometheus_client import multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.auth import mint_token
+from docnum.shared.auth import mint_token
 from tests.conftest import ALL_PERMS, letter, make_settings, wait_for
 from tests.e2e.service import RedisServer, Service, docnum_env, free_port
 from tests.integration.test_metrics import ISSUE_METRICS
@@ -20,12 +20,12 @@ BASE = "/api/v1/document-numbering"
 N = 12
 
 
-def generation_count(families) -> float:  # noqa: ANN001
+def generation_count(families) -> float:
     return sum(s.value for f in families if f.name == "docnum_generation_duration_ms"
                for s in f.samples if s.name == "docnum_generation_duration_ms_count")
 
 
-def test_metrics_sum_gunicorn_and_worker_processes(database_url, seed, tmp_path):  # noqa: ANN001
+def test_metrics_sum_gunicorn_and_worker_processes(database_url, seed, tmp_path):
     seed()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()

@@ -28,8 +28,8 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from shared.db import transaction
-from shared.models import AuditRow, IssuedNumber
+from docnum.shared.db import transaction
+from docnum.shared.models import AuditRow, IssuedNumber
 from tests.conftest import letter, make_settings, wait_for
 
 BASE = "/api/v1/document-numbering"
@@ -151,13 +151,13 @@ class Submission:
 class Client:
     """A well-behaved client: same Idempotency-Key on every retry of one request."""
 
-    def __init__(self, http, headers: dict) -> None:  # noqa: ANN001
+    def __init__(self, http, headers: dict) -> None:
         self.http = http
         self.headers = headers
         self.submissions: list[Submission] = []
         self.served_at: list[float] = []      # when a call came back with a number
 
-    def _post(self, sub: Submission):  # noqa: ANN202
+    def _post(self, sub: Submission):
         headers = dict(self.headers, **{"Idempotency-Key": sub.key})
         url = f"{BASE}/generate?timeout=1" if sub.route == "generate" else f"{BASE}/requests"
         return self.http.post(url, json=sub.body, headers=headers)
@@ -191,13 +191,13 @@ class Client:
         return response.status_code, (response.json or {}).get("status")
 
 
-def _fallback_of(engine, request_id: str) -> str | None:  # noqa: ANN001
+def _fallback_of(engine, request_id: str) -> str | None:
     with transaction(engine) as session:
         return session.scalar(select(AuditRow.fallback_used).where(
             AuditRow.request_id == request_id, AuditRow.success.is_(True)))
 
 
-def _start_worker(settings, log: Path) -> subprocess.Popen:  # noqa: ANN001
+def _start_worker(settings, log: Path) -> subprocess.Popen:
     env = dict(os.environ, DOCNUM_DATABASE_URL=settings.database_url,
                DOCNUM_BROKER_URL=settings.broker_url, DOCNUM_RESULT_BACKEND=settings.result_backend,
                DOCNUM_REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
@@ -205,14 +205,14 @@ def _start_worker(settings, log: Path) -> subprocess.Popen:  # noqa: ANN001
                DOCNUM_QUEUE_SHARDS=str(settings.queue_shards),
                DOCNUM_VISIBILITY_TIMEOUT=str(settings.visibility_timeout))
     shards = ",".join(str(i) for i in range(settings.queue_shards))
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--shards", shards,
+    return subprocess.Popen([sys.executable, "-m", "docnum.cli.main", "worker", "--shards", shards,
                              "--loglevel", "warning"],
                             env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 def test_sentinel_failover_loses_nothing(database_url, tmp_path, seed, engine,
-                                         token):  # noqa: ANN001
-    from api.app import create_app
+                                         token):
+    from docnum.api.app import create_app
 
     started = time.monotonic()
     procs = RedisProcesses(tmp_path)

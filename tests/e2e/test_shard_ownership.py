@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.settings import load_settings
+from docnum.shared.settings import load_settings
+from docnum.workers.ownership import REFUSED_EXIT_CODE, ShardOwned, ShardOwnership, owner_key
 from tests.conftest import JWT_SECRET, wait_for
-from workers.ownership import REFUSED_EXIT_CODE, ShardOwned, ShardOwnership, owner_key
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ TTL_S = 3
 
 
 @pytest.fixture
-def broker(fresh_redis_dbs):  # noqa: ANN001, ANN201
+def broker(fresh_redis_dbs):
     """Broker and result DBs of this test alone (claimed, emptied after)."""
     return tuple(fresh_redis_dbs(2))
 
@@ -41,7 +41,7 @@ class Workers:
 
     def start(self, name: str, shards: str) -> subprocess.Popen:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--shards", shards, "--loglevel",
+            [sys.executable, "-m", "docnum.cli.main", "worker", "--shards", shards, "--loglevel",
              "warning"], env=self.env, stdout=(self.tmp_path / f"{name}.out").open("wb"),
             stderr=(self.tmp_path / f"{name}.err").open("wb"))
         proc.name = name  # type: ignore[attr-defined]
@@ -76,7 +76,7 @@ def _refused(workers: Workers, proc: subprocess.Popen, shard: int) -> None:
 
 
 def test_second_worker_on_an_owned_shard_is_refused(database_url, broker,
-                                                    tmp_path):  # noqa: ANN001
+                                                    tmp_path):
     client = redis.Redis.from_url(broker[0])
     workers = Workers(database_url, broker, tmp_path)
     try:
@@ -121,7 +121,7 @@ def test_second_worker_on_an_owned_shard_is_refused(database_url, broker,
           f"(TTL {TTL_S} s)")
 
 
-def test_heartbeat_retakes_a_vanished_key_and_reports_a_stolen_one(broker):  # noqa: ANN001
+def test_heartbeat_retakes_a_vanished_key_and_reports_a_stolen_one(broker):
     client = redis.Redis.from_url(broker[0])
     lost = []
     owner = ShardOwnership(client, ["docnum.shard.0", "docnum.shard.1"], TTL_S,
@@ -142,7 +142,7 @@ def test_heartbeat_retakes_a_vanished_key_and_reports_a_stolen_one(broker):  # n
     assert _holder(client, 1) == "other:2:b", "someone else's key is left alone"
 
 
-def test_refusal_releases_what_was_taken_and_successor_takes_over(broker):  # noqa: ANN001
+def test_refusal_releases_what_was_taken_and_successor_takes_over(broker):
     client = redis.Redis.from_url(broker[0])
     client.set(owner_key("docnum.shard.2"), "host:10:up-run1-2", ex=30)
     stranger = ShardOwnership(client, ["docnum.shard.1", "docnum.shard.2"], TTL_S,
@@ -159,8 +159,8 @@ def test_refusal_releases_what_was_taken_and_successor_takes_over(broker):  # no
     successor.release()
 
 
-def test_no_ownership_on_the_embedded_default(tmp_path):  # noqa: ANN001
-    from workers.ownership import claim_shards
+def test_no_ownership_on_the_embedded_default(tmp_path):
+    from docnum.workers.ownership import claim_shards
 
     settings = load_settings({"DOCNUM_VAR_DIR": str(tmp_path), "DOCNUM_JWT_SECRET": "x"})
     assert claim_shards(settings, ["docnum.shard.0"]) is None

@@ -26,10 +26,10 @@ import redis as redis_lib
 import requests
 from sqlalchemy import func, select
 
-from shared.auth import mint_token
-from shared.db import transaction
-from shared.models import IssuedNumber
-from shared.settings import load_settings
+from docnum.shared.auth import mint_token
+from docnum.shared.db import transaction
+from docnum.shared.models import IssuedNumber
+from docnum.shared.settings import load_settings
 from tests.conftest import ALL_PERMS, letter
 from tests.e2e.service import DOCNUM, REPO, RedisServer, docnum_env, free_port, wait_until
 
@@ -102,21 +102,21 @@ def _ours(pid: int) -> bool:
             text = cmdline.read().decode(errors="replace")
     except OSError:
         return False
-    return any(word in text for word in ("docnum", "cli.main", "gunicorn", "celery"))
+    return any(word in text for word in ("docnum", "docnum.cli.main", "gunicorn", "celery"))
 
 
-def _ledger(engine) -> list:  # noqa: ANN001
+def _ledger(engine) -> list:
     with transaction(engine) as session:
         return session.execute(select(IssuedNumber.counter_key, IssuedNumber.sequence,
                                       IssuedNumber.request_id)).all()
 
 
-def _count(engine) -> int:  # noqa: ANN001
+def _count(engine) -> int:
     with transaction(engine) as session:
         return session.scalar(select(func.count()).select_from(IssuedNumber))
 
 
-def test_up_restarts_a_killed_worker_and_api(database_url, seed, engine, tmp_path):  # noqa: ANN001
+def test_up_restarts_a_killed_worker_and_api(database_url, seed, engine, tmp_path):
     seed()
     port = free_port()
     with RedisServer(tmp_path / "redis") as redis_server:
@@ -129,7 +129,7 @@ def test_up_restarts_a_killed_worker_and_api(database_url, seed, engine, tmp_pat
         auth = {"Authorization": f"Bearer {token}"}
         up = Up(env, tmp_path / "up.log", "--worker-processes", "1")
         worker = "worker[0,1,2,3]"
-        from workers.celery_app import make_celery
+        from docnum.workers.celery_app import make_celery
 
         control = make_celery(settings)
         try:
@@ -234,8 +234,8 @@ def test_up_restarts_a_killed_worker_and_api(database_url, seed, engine, tmp_pat
           f"{api_ready_s:.1f}s, issuing after {api_issuing_s:.1f}s")
 
 
-def test_up_exits_non_zero_when_a_child_keeps_crashing(tmp_path):  # noqa: ANN001
-    from cli.supervisor import MAX_RESTARTS
+def test_up_exits_non_zero_when_a_child_keeps_crashing(tmp_path):
+    from docnum.cli.supervisor import MAX_RESTARTS
 
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", 0))

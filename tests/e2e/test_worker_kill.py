@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from shared.db import transaction
-from shared.models import AuditRow, IssuedNumber
+from docnum.shared.db import transaction
+from docnum.shared.models import AuditRow, IssuedNumber
 from tests.conftest import letter, make_settings, wait_for
 
 BASE = "/api/v1/document-numbering"
@@ -34,7 +34,7 @@ KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
 pytestmark = pytest.mark.e2e
 
 
-def _ledger_count(engine) -> int:  # noqa: ANN001
+def _ledger_count(engine) -> int:
     with transaction(engine) as session:
         return session.scalar(select(func.count()).select_from(IssuedNumber))
 
@@ -55,7 +55,7 @@ def _requests_in(unacked_values: list[bytes]) -> int:
     return total
 
 
-def _start_worker(settings, log: Path) -> subprocess.Popen:  # noqa: ANN001
+def _start_worker(settings, log: Path) -> subprocess.Popen:
     env = dict(os.environ, DOCNUM_DATABASE_URL=settings.database_url,
                DOCNUM_BROKER_URL=settings.broker_url, DOCNUM_RESULT_BACKEND=settings.result_backend,
                DOCNUM_JWT_SECRET=settings.jwt_secret, DOCNUM_VAR_DIR=str(settings.var_dir),
@@ -66,16 +66,16 @@ def _start_worker(settings, log: Path) -> subprocess.Popen:  # noqa: ANN001
     shards = ",".join(str(i) for i in range(settings.queue_shards))
     # The same owner slot as a supervisor restart uses: the replacement may take over the
     # dead worker's shard ownership at once (workers/ownership.py).
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--shards", shards,
+    return subprocess.Popen([sys.executable, "-m", "docnum.cli.main", "worker", "--shards", shards,
                              "--loglevel", "warning", "--owner-instance", "kill-test"],
                             env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 def test_sigkilled_worker_loses_nothing(database_url, fresh_redis_dbs, tmp_path, seed, engine,
-                                        token):  # noqa: ANN001
+                                        token):
     import redis
 
-    from api.app import create_app
+    from docnum.api.app import create_app
 
     broker, backend = fresh_redis_dbs(2)
     # 5 s keeps the suite fast; DOCNUM_TEST_VISIBILITY_TIMEOUT=45 measures the production

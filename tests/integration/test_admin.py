@@ -12,8 +12,8 @@ from datetime import datetime
 import pytest
 from sqlalchemy import func, select
 
-from shared.db import transaction
-from shared.models import AuditRow, Counter, IssuedNumber, ResetRequest
+from docnum.shared.db import transaction
+from docnum.shared.models import AuditRow, Counter, IssuedNumber, ResetRequest
 from tests.conftest import letter
 
 BASE = "/api/v1/document-numbering"
@@ -23,21 +23,21 @@ COLUMNS = ["document_number", "project", "correspondence_type", "originator", "r
            "sub_type", "rfa_type", "discipline", "document_date", "state"]
 
 
-def generate(client, auth, body, **headers):  # noqa: ANN001, ANN201
+def generate(client, auth, body, **headers):
     return client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth(**headers))
 
 
-def count(engine, model, *where) -> int:  # noqa: ANN001
+def count(engine, model, *where) -> int:
     with transaction(engine) as session:
         return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
-def last_sequence(engine, key: str) -> int | None:  # noqa: ANN001
+def last_sequence(engine, key: str) -> int | None:
     with transaction(engine) as session:
         return session.scalar(select(Counter.last_sequence).where(Counter.counter_key == key))
 
 
-def audits(engine, operation: str) -> list[AuditRow]:  # noqa: ANN001
+def audits(engine, operation: str) -> list[AuditRow]:
     with transaction(engine) as session:
         return list(session.scalars(select(AuditRow).where(AuditRow.operation == operation)
                                     .order_by(AuditRow.id)))
@@ -46,14 +46,14 @@ def audits(engine, operation: str) -> list[AuditRow]:  # noqa: ANN001
 # --------------------------------------------------------------------------- manual override
 
 def override(client, auth, number, reason="legacy letter from the paper register",
-             headers=None, **context):  # noqa: ANN001, ANN201
+             headers=None, **context):
     body = dict(letter(recipient="ผรม.1", document_date="2025-03-01"), **context)
     body = {k: v for k, v in body.items() if v is not None}
     body.update(document_number=number, reason=reason)
     return client.post(f"{BASE}/admin/manual-override", json=body, headers=headers or auth())
 
 
-def test_override_raises_the_counter_and_refuses_a_duplicate(client, auth, seed, engine):  # noqa: ANN001
+def test_override_raises_the_counter_and_refuses_a_duplicate(client, auth, seed, engine):
     seed()
     headers = auth("admin1", perms=["system.manage_settings"],
                    **{"X-Request-ID": "override-1"})
@@ -79,7 +79,7 @@ def test_override_raises_the_counter_and_refuses_a_duplicate(client, auth, seed,
     assert details["source"] == "MANUAL" and details["history"][0]["operation"] == "MANUAL_OVERRIDE"
 
 
-def test_override_below_the_counter_never_lowers_it(client, auth, seed, engine):  # noqa: ANN001
+def test_override_below_the_counter_never_lowers_it(client, auth, seed, engine):
     seed()
     assert override(client, auth, "คคง.-ผรม.1-0500-2568").status_code == 201
     lower = override(client, auth, "คคง.-ผรม.1-0300-2568")
@@ -87,7 +87,7 @@ def test_override_below_the_counter_never_lowers_it(client, auth, seed, engine):
     assert last_sequence(engine, LETTER_KEY_ผรม) == 500
 
 
-def test_override_of_a_legacy_number_that_fits_no_template(client, auth, seed, engine):  # noqa: ANN001
+def test_override_of_a_legacy_number_that_fits_no_template(client, auth, seed, engine):
     seed()
     legacy = override(client, auth, "OLD/2010/0017")
     assert legacy.status_code == 201, legacy.json
@@ -107,7 +107,7 @@ def test_override_of_a_legacy_number_that_fits_no_template(client, auth, seed, e
     ("คคง.-ผรม.1-0500-2568", {"originator": "NOPE"}, "UNKNOWN_CODE", "originator"),
 ])
 def test_bad_overrides_write_nothing(client, auth, seed, engine, number, change, code,
-                                     field):  # noqa: ANN001
+                                     field):
     seed()
     reason = change.pop("reason", "legacy letter from the paper register")
     response = override(client, auth, number, reason=reason, **change)
@@ -119,7 +119,7 @@ def test_bad_overrides_write_nothing(client, auth, seed, engine, number, change,
 
 
 def test_override_refuses_a_sequence_held_under_an_older_template(client, auth, seed,
-                                                                  engine):  # noqa: ANN001
+                                                                  engine):
     ids = seed()
     generate(client, auth, letter())  # คคง.-สคฉ.3-0001-2568 on LETTER_KEY
     changed = client.put(f"{BASE}/configs/{ids['LETTER']}", json={
@@ -132,7 +132,7 @@ def test_override_refuses_a_sequence_held_under_an_older_template(client, auth, 
     assert "held by คคง.-สคฉ.3-0001-2568" in response.json["detail"]
 
 
-def test_override_needs_manage_settings(client, auth, seed, engine):  # noqa: ANN001
+def test_override_needs_manage_settings(client, auth, seed, engine):
     seed()
     clerk = auth("clerk", perms=["correspondence.create", "correspondence.read"])
     response = override(client, auth, "คคง.-ผรม.1-0500-2568", headers=clerk)
@@ -162,14 +162,14 @@ def letter_row(sequence: int, originator: str = "คคง.", recipient: str = "
 
 
 def upload(client, auth, content: bytes, *, dry_run: bool, name: str = "legacy.csv",
-           headers=None):  # noqa: ANN001, ANN201
+           headers=None):
     query = "?dry_run=true" if dry_run else ""
     return client.post(f"{BASE}/admin/bulk-import{query}",
                        data={"file": (io.BytesIO(content), name)},
                        content_type="multipart/form-data", headers=headers or auth())
 
 
-def test_import_dry_run_then_real_then_again(client, auth, seed, engine):  # noqa: ANN001
+def test_import_dry_run_then_real_then_again(client, auth, seed, engine):
     seed()
     rows = [letter_row(s) for s in (1, 2, 3, 4)] + [letter_row(2)]  # row 6 repeats row 3
     bad = csv_bytes(rows)
@@ -226,7 +226,7 @@ def test_import_dry_run_then_real_then_again(client, auth, seed, engine):  # noq
     assert count(engine, IssuedNumber) == 5 and len(audits(engine, "IMPORT")) == 4
 
 
-def test_import_dry_run_reports_every_bad_row(client, auth, seed, engine):  # noqa: ANN001
+def test_import_dry_run_reports_every_bad_row(client, auth, seed, engine):
     seed()
     taken = generate(client, auth, letter()).json["document_number"]  # sequence 1
     rows = [
@@ -256,7 +256,7 @@ def test_import_dry_run_reports_every_bad_row(client, auth, seed, engine):  # no
     assert count(engine, IssuedNumber) == 1
 
 
-def test_import_xlsx_with_dates_numbers_and_states(client, auth, seed, engine):  # noqa: ANN001
+def test_import_xlsx_with_dates_numbers_and_states(client, auth, seed, engine):
     from openpyxl import Workbook
 
     seed()
@@ -284,7 +284,7 @@ def test_import_xlsx_with_dates_numbers_and_states(client, auth, seed, engine): 
     assert following.json["document_number"] == "คคง.-สคฉ.3-21-0008-2568"
 
 
-def test_import_file_problems(client, auth, seed, monkeypatch):  # noqa: ANN001
+def test_import_file_problems(client, auth, seed, monkeypatch):
     seed()
     no_state = b"document_number,project,correspondence_type\nA-1,LCBP3,LETTER\n"
     missing = upload(client, auth, no_state, dry_run=True)
@@ -292,7 +292,7 @@ def test_import_file_problems(client, auth, seed, monkeypatch):  # noqa: ANN001
     assert "missing column state" in missing.json["detail"]
     not_utf8 = upload(client, auth, "document_number\n\u0e01".encode("cp874"), dry_run=True)
     assert not_utf8.status_code == 422
-    from api import routes_admin
+    from docnum.api import routes_admin
 
     monkeypatch.setattr(routes_admin, "MAX_IMPORT_BYTES", 200)
     too_big = upload(client, auth, csv_bytes([letter_row(s) for s in range(1, 10)]),
@@ -309,7 +309,7 @@ def test_import_file_problems(client, auth, seed, monkeypatch):  # noqa: ANN001
                   headers=clerk).status_code == 403
 
 
-def test_import_10000_rows(client, auth, seed, engine, capsys):  # noqa: ANN001
+def test_import_10000_rows(client, auth, seed, engine, capsys):
     """10,000 rows over five counters: dry run, real run and re-import, each timed."""
     seed()
     pairs = [("คคง.", "สคฉ.3"), ("คคง.", "ผรม.1"), ("สคฉ.3", "คคง."), ("TEAM-A", "TEAM-B"),
@@ -349,7 +349,7 @@ def test_import_10000_rows(client, auth, seed, engine, capsys):  # noqa: ANN001
 
 # --------------------------------------------------------------------------- counter reset
 
-def root(auth, sub: str, **extra):  # noqa: ANN001, ANN201
+def root(auth, sub: str, **extra):
     return auth(sub, perms=[], roles=["SUPER_ADMIN"], **extra)
 
 
@@ -357,17 +357,17 @@ REASON = "counter restarted after the paper register was closed"
 
 
 def request_reset(client, auth, config_id, new_last, sub="root1", key=LETTER_KEY,
-                  reason=REASON):  # noqa: ANN001, ANN201
+                  reason=REASON):
     return client.post(f"{BASE}/configs/{config_id}/reset-counter",
                        json={"counter_key": key, "new_last_sequence": new_last,
                              "reason": reason}, headers=root(auth, sub))
 
 
-def approve(client, auth, reset_id, sub):  # noqa: ANN001, ANN201
+def approve(client, auth, reset_id, sub):
     return client.post(f"{BASE}/reset-requests/{reset_id}/approve", headers=root(auth, sub))
 
 
-def test_reset_needs_two_other_approvers_then_executes(client, auth, seed, engine):  # noqa: ANN001
+def test_reset_needs_two_other_approvers_then_executes(client, auth, seed, engine):
     ids = seed()
     for _ in range(3):
         generate(client, auth, letter())
@@ -414,7 +414,7 @@ def test_reset_needs_two_other_approvers_then_executes(client, auth, seed, engin
     assert pending.json["items"] == []
 
 
-def test_reset_floor_is_the_highest_sequence_ever_issued(client, auth, seed, engine):  # noqa: ANN001
+def test_reset_floor_is_the_highest_sequence_ever_issued(client, auth, seed, engine):
     ids = seed()
     for _ in range(3):
         generate(client, auth, letter())
@@ -437,7 +437,7 @@ def test_reset_floor_is_the_highest_sequence_ever_issued(client, auth, seed, eng
     assert generate(client, auth, letter()).json["document_number"] == "คคง.-สคฉ.3-0005-2568"
 
 
-def test_reset_rechecks_the_floor_when_it_executes(client, auth, seed, engine):  # noqa: ANN001
+def test_reset_rechecks_the_floor_when_it_executes(client, auth, seed, engine):
     ids = seed()
     generate(client, auth, letter())
     reset_id = request_reset(client, auth, ids["LETTER"], 2).json["reset_request_id"]
@@ -454,7 +454,7 @@ def test_reset_rechecks_the_floor_when_it_executes(client, auth, seed, engine): 
     assert len(audits(engine, "RESET_APPROVE")) == 2
 
 
-def test_reset_validation_and_permissions(client, auth, seed, engine):  # noqa: ANN001
+def test_reset_validation_and_permissions(client, auth, seed, engine):
     ids = seed()
     generate(client, auth, letter())
     everything = auth("boss")  # every permission, but not the SUPER_ADMIN role

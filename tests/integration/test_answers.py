@@ -7,11 +7,11 @@ import uuid
 
 import redis
 
-from api.request_store import RedisRequestStore
-from api.waiter import PubSubWaiter
-from shared.allocation import Outcome
-from shared.errors import DocnumError
-from workers.tasks import store_outcomes
+from docnum.api.request_store import RedisRequestStore
+from docnum.api.waiter import PubSubWaiter
+from docnum.shared.allocation import Outcome
+from docnum.shared.errors import DocnumError
+from docnum.workers.tasks import store_outcomes
 
 
 class _Request:
@@ -21,7 +21,7 @@ class _Request:
 
 
 def test_answer_reaches_only_the_waiter_of_the_sending_process(
-        celery_session_app) -> None:  # noqa: ANN001
+        celery_session_app) -> None:
     backend = celery_session_app.backend.client
     # Two API processes' waiters (two instances stand in for two processes: one channel each).
     ours = PubSubWaiter(backend, RedisRequestStore(backend, 60).result)

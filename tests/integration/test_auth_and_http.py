@@ -6,7 +6,7 @@ import time
 import jwt
 import pytest
 
-from shared.auth import mint_token
+from docnum.shared.auth import mint_token
 from tests.conftest import JWT_SECRET, letter
 
 BASE = "/api/v1/document-numbering"
@@ -16,7 +16,7 @@ def _bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}", "Idempotency-Key": "k-1"}
 
 
-def _claims(**overrides) -> dict:  # noqa: ANN003
+def _claims(**overrides) -> dict:
     now = int(time.time())
     claims = {"sub": "mallory", "perms": ["correspondence.create", "correspondence.read"],
               "roles": [], "iat": now, "exp": now + 600}
@@ -24,7 +24,7 @@ def _claims(**overrides) -> dict:  # noqa: ANN003
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def _tampered(settings) -> str:  # noqa: ANN001
+def _tampered(settings) -> str:
     header, payload, signature = mint_token(settings, "mallory", ["correspondence.read"]).split(".")
     forged = jwt.encode(_claims(perms=["system.manage_settings"]), "guess", algorithm="HS256")
     return ".".join([header, forged.split(".")[1], signature])
@@ -45,7 +45,7 @@ BAD_TOKENS = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_TOKENS))
-def test_bad_tokens_are_401(client, settings, seed, kind):  # noqa: ANN001
+def test_bad_tokens_are_401(client, settings, seed, kind):
     seed()
     token = BAD_TOKENS[kind](settings)
     headers = {"Idempotency-Key": "k-1"}
@@ -68,7 +68,7 @@ def test_bad_tokens_are_401(client, settings, seed, kind):  # noqa: ANN001
     ("post", "/configs", {"project": "LCBP3", "template": "{SEQ:4}", "reset": "NONE"},
      "system.manage_settings"),
 ])
-def test_missing_permission_is_403(client, token, seed, method, path, body, perm):  # noqa: ANN001
+def test_missing_permission_is_403(client, token, seed, method, path, body, perm):
     seed()
     others = [p for p in ("correspondence.read", "correspondence.create",
                           "system.manage_settings", "system.view_logs") if p != perm]
@@ -81,13 +81,13 @@ def test_missing_permission_is_403(client, token, seed, method, path, body, perm
     assert allowed.status_code < 400, allowed.json
 
 
-def test_super_admin_role_may_do_everything(client, token, seed):  # noqa: ANN001
+def test_super_admin_role_may_do_everything(client, token, seed):
     seed()
     headers = _bearer(token("root", [], ["SUPER_ADMIN"]))
     assert client.get(f"{BASE}/configs", headers=headers).status_code == 200
 
 
-def test_body_over_one_mebibyte_is_413(client, auth, seed):  # noqa: ANN001
+def test_body_over_one_mebibyte_is_413(client, auth, seed):
     seed()
     body = b'{"project": "' + b"x" * (1024 * 1024) + b'"}'
     response = client.post(f"{BASE}/generate", data=body, headers=auth(),
@@ -96,7 +96,7 @@ def test_body_over_one_mebibyte_is_413(client, auth, seed):  # noqa: ANN001
     assert response.json["code"] == "PAYLOAD_TOO_LARGE"
 
 
-def test_wrong_content_type_is_415_and_bad_json_400(client, auth, seed):  # noqa: ANN001
+def test_wrong_content_type_is_415_and_bad_json_400(client, auth, seed):
     seed()
     wrong = client.post(f"{BASE}/generate", data="project=LCBP3", headers=auth(),
                         content_type="application/x-www-form-urlencoded")
@@ -113,7 +113,7 @@ def test_wrong_content_type_is_415_and_bad_json_400(client, auth, seed):  # noqa
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "ключ", "tab\there"])
-def test_bad_idempotency_keys(client, auth, seed, key):  # noqa: ANN001
+def test_bad_idempotency_keys(client, auth, seed, key):
     seed()
     headers = auth()
     headers["Idempotency-Key"] = key
@@ -122,14 +122,14 @@ def test_bad_idempotency_keys(client, auth, seed, key):  # noqa: ANN001
     assert response.json["code"] in ("IDEMPOTENCY_KEY_REQUIRED", "IDEMPOTENCY_KEY_INVALID")
 
 
-def test_unknown_route_and_method_are_problems(client, auth):  # noqa: ANN001
+def test_unknown_route_and_method_are_problems(client, auth):
     missing = client.get(f"{BASE}/nothing-here", headers=auth())
     assert missing.status_code == 404 and missing.json["code"] == "NOT_FOUND"
     wrong = client.delete(f"{BASE}/generate", headers=auth())
     assert wrong.status_code == 405 and wrong.json["code"] == "METHOD_NOT_ALLOWED"
 
 
-def test_health_and_openapi(client):  # noqa: ANN001
+def test_health_and_openapi(client):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
@@ -140,7 +140,7 @@ def test_health_and_openapi(client):  # noqa: ANN001
     assert f"{BASE}/generate" in document["paths"]
 
 
-def test_every_route_is_in_the_openapi_document(app, client):  # noqa: ANN001
+def test_every_route_is_in_the_openapi_document(app, client):
     import re
 
     document = client.get(f"{BASE}/openapi.json").json

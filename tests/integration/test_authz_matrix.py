@@ -18,14 +18,14 @@ import io
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import quote
 
 import jwt
 import pytest
 
-from shared.auth import PERMISSIONS, SUPER_ADMIN, mint_token
+from docnum.shared.auth import PERMISSIONS, SUPER_ADMIN, mint_token
 from tests.conftest import JWT_SECRET, letter, wait_for
 
 BASE = "/api/v1/document-numbering"
@@ -43,7 +43,7 @@ class Row:
         default=lambda fx: ("", {}))
 
 
-def _json(body: dict, **extra) -> dict:  # noqa: ANN003
+def _json(body: dict, **extra) -> dict:
     return {"json": body, **extra}
 
 
@@ -133,7 +133,7 @@ ROUTES: dict[tuple[str, str], Row] = {
 
 # ------------------------------------------------------------------------- credentials
 
-def _claims(**overrides) -> dict:  # noqa: ANN003
+def _claims(**overrides) -> dict:
     now = int(time.time())
     claims = {"sub": SUB, "perms": list(PERMISSIONS), "roles": [SUPER_ADMIN], "iat": now,
               "exp": now + 600}
@@ -141,7 +141,7 @@ def _claims(**overrides) -> dict:  # noqa: ANN003
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def _tampered(settings) -> str:  # noqa: ANN001
+def _tampered(settings) -> str:
     """A real token of a user with no permission whose payload claims SUPER_ADMIN."""
     header, _payload, signature = mint_token(settings, SUB, []).split(".")
     forged = jwt.encode(_claims(), "guess-" + "z" * 40, algorithm="HS256").split(".")[1]
@@ -171,12 +171,12 @@ def _allowed(row: Row, perms: list[str], roles: list[str]) -> bool:
     return row.need in perms
 
 
-def _documented(client) -> set[tuple[str, str]]:  # noqa: ANN001
+def _documented(client) -> set[tuple[str, str]]:
     document = client.get(f"{BASE}/openapi.json").json
     return {(method, path) for path, ops in document["paths"].items() for method in ops}
 
 
-def _call(client, row: Row, fx: dict, method: str, token: str | None):  # noqa: ANN001, ANN202
+def _call(client, row: Row, fx: dict, method: str, token: str | None):
     path, kwargs = row.call(fx)
     kwargs = dict(kwargs)
     headers = dict(kwargs.pop("headers", {}))
@@ -190,7 +190,7 @@ def _call(client, row: Row, fx: dict, method: str, token: str | None):  # noqa: 
     return response
 
 
-def _drain(client, token, fx: dict) -> None:  # noqa: ANN001
+def _drain(client, token, fx: dict) -> None:
     """Wait for every request this test queued: none may be served during the next test."""
     headers = {"Authorization": f"Bearer {token(SUB, list(PERMISSIONS), [SUPER_ADMIN])}"}
     pending = list(fx.get("queued", []))
@@ -205,7 +205,7 @@ def _drain(client, token, fx: dict) -> None:  # noqa: ANN001
 
 # ------------------------------------------------------------------------------ tests
 
-def test_every_route_has_a_row(app, client):  # noqa: ANN001
+def test_every_route_has_a_row(app, client):
     documented = _documented(client)
     missing = documented - set(ROUTES)
     assert not missing, f"routes in the OpenAPI document without a row in ROUTES: {missing}"
@@ -226,7 +226,7 @@ def test_every_route_has_a_row(app, client):  # noqa: ANN001
 
 
 @pytest.fixture
-def fixtures(app, client, seed, token) -> dict:  # noqa: ANN001
+def fixtures(app, client, seed, token) -> dict:
     ids = seed()
     everything = {"Authorization": f"Bearer {token(SUB, list(PERMISSIONS), [SUPER_ADMIN])}"}
     issued = client.post(f"{BASE}/generate?timeout=10", json=letter(),
@@ -243,7 +243,7 @@ def fixtures(app, client, seed, token) -> dict:  # noqa: ANN001
             "reset_id": reset.json["reset_request_id"]}
 
 
-def test_matrix(app, client, settings, token, fixtures):  # noqa: ANN001
+def test_matrix(app, client, settings, token, fixtures):
     problems = []
     cells = 0
     for (method, _path), row in ROUTES.items():
@@ -273,10 +273,10 @@ def test_matrix(app, client, settings, token, fixtures):  # noqa: ANN001
 
 
 def test_wrong_or_missing_issuer_is_401_everywhere(settings, celery_session_app, token,
-                                                   fixtures):  # noqa: ANN001
+                                                   fixtures):
     """On an app that requires ``iss`` (DOCNUM_JWT_ISSUER): another issuer's token, or one
     without ``iss``, is 401 on every protected route; the right issuer is allowed."""
-    from api.app import create_app
+    from docnum.api.app import create_app
 
     issuer = "https://sso.example/realms/docnum"
     strict = settings.with_overrides(jwt_issuer=issuer)
@@ -303,7 +303,7 @@ def test_wrong_or_missing_issuer_is_401_everywhere(settings, celery_session_app,
     assert not problems, "\n".join(map(str, problems))
 
 
-def test_a_user_reads_only_their_own_requests(client, token, seed):  # noqa: ANN001
+def test_a_user_reads_only_their_own_requests(client, token, seed):
     seed()
 
     def bearer(sub: str, perms: list[str], roles: list[str] | None = None) -> dict:

@@ -9,8 +9,8 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from shared.db import transaction
-from shared.models import AuditRow, Counter, IssuedNumber
+from docnum.shared.db import transaction
+from docnum.shared.models import AuditRow, Counter, IssuedNumber
 from tests.conftest import letter, wait_for
 
 BASE = "/api/v1/document-numbering"
@@ -41,7 +41,7 @@ def _fire(live_server: str, token: str, bodies: list[dict]) -> list[dict]:
         return list(pool.map(one, bodies))
 
 
-def _assert_contiguous_and_audited(engine, expected_per_key: dict[str, int]) -> None:  # noqa: ANN001
+def _assert_contiguous_and_audited(engine, expected_per_key: dict[str, int]) -> None:
     with transaction(engine) as session:
         rows = session.execute(select(IssuedNumber.counter_key, IssuedNumber.sequence,
                                       IssuedNumber.document_number)).all()
@@ -62,12 +62,12 @@ def _assert_contiguous_and_audited(engine, expected_per_key: dict[str, int]) -> 
 
 
 @pytest.mark.parametrize("spread", [1, 25], ids=["hot-key", "25-keys"])
-def test_thousand_concurrent_requests(live_server, token, seed, engine, spread):  # noqa: ANN001
+def test_thousand_concurrent_requests(live_server, token, seed, engine, spread):
     seed()
     recipients = [f"R{i:02d}" for i in range(spread)]
     if spread > 1:
-        from shared.catalog import put_entry
-        from shared.clock import SystemClock
+        from docnum.shared.catalog import put_entry
+        from docnum.shared.clock import SystemClock
 
         with transaction(engine) as session:
             for code in recipients:

@@ -12,10 +12,16 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from shared.auth import SUPER_ADMIN
-from shared.db import transaction
-from shared.models import AuditRow, ConfigHistory, Counter, IssuedNumber, NumberingConfig, \
-    ResetRequest
+from docnum.shared.auth import SUPER_ADMIN
+from docnum.shared.db import transaction
+from docnum.shared.models import (
+    AuditRow,
+    ConfigHistory,
+    Counter,
+    IssuedNumber,
+    NumberingConfig,
+    ResetRequest,
+)
 from tests.conftest import letter
 
 BASE = "/api/v1/document-numbering"
@@ -29,12 +35,12 @@ IMPORT_COLUMNS = ["document_number", "project", "correspondence_type", "originat
 
 # --------------------------------------------------------------------------- helpers
 
-def csrf(client) -> str:  # noqa: ANN001
+def csrf(client) -> str:
     with client.session_transaction("/console/") as session:
         return session["csrf"]
 
 
-def sign_in(client, token: str) -> str:  # noqa: ANN001
+def sign_in(client, token: str) -> str:
     page = client.get("/console/login")
     assert page.status_code == 200
     response = client.post("/console/login", data={"token": token, "csrf_token": csrf(client)})
@@ -42,34 +48,34 @@ def sign_in(client, token: str) -> str:  # noqa: ANN001
     return csrf(client)
 
 
-def console_client(app, token, sub: str = "admin1", perms=None, roles=None):  # noqa: ANN001, ANN201
+def console_client(app, token, sub: str = "admin1", perms=None, roles=None):
     client = app.test_client()
     sign_in(client, token(sub, ADMIN_PERMS if perms is None else perms, roles))
     return client
 
 
-def post(client, path: str, data: dict | None = None, **kwargs):  # noqa: ANN001, ANN201
+def post(client, path: str, data: dict | None = None, **kwargs):
     body = dict(data or {})
     body.setdefault("csrf_token", csrf(client))
     return client.post(path, data=body, **kwargs)
 
 
-def text(response) -> str:  # noqa: ANN001
+def text(response) -> str:
     return response.get_data(as_text=True)
 
 
-def count(engine, model, *where) -> int:  # noqa: ANN001
+def count(engine, model, *where) -> int:
     with transaction(engine) as session:
         return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
-def generate(client, auth, body):  # noqa: ANN001, ANN201
+def generate(client, auth, body):
     response = client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth())
     assert response.status_code == 201, response.json
     return response.json
 
 
-def audits(engine, operation: str) -> list[AuditRow]:  # noqa: ANN001
+def audits(engine, operation: str) -> list[AuditRow]:
     with transaction(engine) as session:
         return list(session.scalars(select(AuditRow).where(AuditRow.operation == operation)
                                     .order_by(AuditRow.id)))
@@ -77,7 +83,7 @@ def audits(engine, operation: str) -> list[AuditRow]:  # noqa: ANN001
 
 # --------------------------------------------------------------------------- sign-in
 
-def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie_and_signs_out(app, token):  # noqa: ANN001
+def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie_and_signs_out(app, token):
     client = app.test_client()
     first = client.get("/console/templates")
     assert first.status_code == 302 and "/console/login" in first.headers["Location"]
@@ -114,7 +120,7 @@ def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie_and_signs_out(app, 
     assert "Secure" in answer.headers["Set-Cookie"]
 
 
-def test_an_open_redirect_after_sign_in_is_refused(app, token):  # noqa: ANN001
+def test_an_open_redirect_after_sign_in_is_refused(app, token):
     client = app.test_client()
     client.get("/console/login")
     response = client.post("/console/login", data={"token": token("ann", ADMIN_PERMS),
@@ -123,7 +129,7 @@ def test_an_open_redirect_after_sign_in_is_refused(app, token):  # noqa: ANN001
     assert response.headers["Location"] == "/console/"
 
 
-def test_the_token_is_checked_again_on_every_request(app, token):  # noqa: ANN001
+def test_the_token_is_checked_again_on_every_request(app, token):
     client = console_client(app, token)
     assert client.get("/console/templates").status_code == 200
     with client.session_transaction("/console/") as session:
@@ -136,7 +142,7 @@ def test_the_token_is_checked_again_on_every_request(app, token):  # noqa: ANN00
     assert "expired" in text(login).lower()
 
 
-def test_posts_without_the_csrf_token_are_refused(app, token, seed, engine):  # noqa: ANN001
+def test_posts_without_the_csrf_token_are_refused(app, token, seed, engine):
     ids = seed()
     client = console_client(app, token)
     form = {"action": "save", "template": "{ORIGINATOR}/{RECIPIENT}/{SEQ:4}/{YEAR:B.E.}",
@@ -180,7 +186,7 @@ ADMIN_POSTS = [
 
 
 @pytest.mark.parametrize("path", ADMIN_PAGES)
-def test_admin_pages_are_403_without_manage_settings(app, token, seed, path):  # noqa: ANN001
+def test_admin_pages_are_403_without_manage_settings(app, token, seed, path):
     ids = seed()
     clerk = console_client(app, token, "clerk", CLERK_PERMS)
     response = clerk.get(path.format(id=ids["LETTER"]))
@@ -190,7 +196,7 @@ def test_admin_pages_are_403_without_manage_settings(app, token, seed, path):  #
 
 @pytest.mark.parametrize("path,data", ADMIN_POSTS, ids=[p for p, _ in ADMIN_POSTS])
 def test_admin_posts_are_403_without_manage_settings(app, token, auth, seed, engine, client,
-                                                     path, data):  # noqa: ANN001
+                                                     path, data):
     ids = seed()
     generate(client, auth, letter())
     clerk = console_client(app, token, "clerk", CLERK_PERMS)
@@ -211,7 +217,7 @@ def test_admin_posts_are_403_without_manage_settings(app, token, auth, seed, eng
     assert count(engine, AuditRow, AuditRow.operation != "GENERATE") == 0
 
 
-def test_the_api_refuses_the_same_user_too(client, auth, seed):  # noqa: ANN001
+def test_the_api_refuses_the_same_user_too(client, auth, seed):
     ids = seed()
     clerk = auth("clerk", perms=CLERK_PERMS)
     response = client.put(f"{BASE}/configs/{ids['LETTER']}", json={
@@ -220,7 +226,7 @@ def test_the_api_refuses_the_same_user_too(client, auth, seed):  # noqa: ANN001
     assert response.status_code == 403
 
 
-def test_navigation_shows_only_what_the_token_allows(app, token, seed):  # noqa: ANN001
+def test_navigation_shows_only_what_the_token_allows(app, token, seed):
     seed()
     clerk = console_client(app, token, "clerk", ["correspondence.read"])
     page = text(clerk.get("/console/"))
@@ -244,7 +250,7 @@ def test_navigation_shows_only_what_the_token_allows(app, token, seed):  # noqa:
 
 # --------------------------------------------------------------------------- language
 
-def test_language_from_accept_language_and_the_switch(app, token, seed):  # noqa: ANN001
+def test_language_from_accept_language_and_the_switch(app, token, seed):
     seed()
     client = app.test_client()
     thai = client.get("/console/login", headers={"Accept-Language": "th-TH,th;q=0.9,en;q=0.5"})
@@ -261,7 +267,7 @@ def test_language_from_accept_language_and_the_switch(app, token, seed):  # noqa
 
 # --------------------------------------------------------------------------- templates
 
-def test_templates_page_lists_configs_per_project(app, token, seed):  # noqa: ANN001
+def test_templates_page_lists_configs_per_project(app, token, seed):
     ids = seed()
     seed({"LETTER": ("{ORIGINATOR}-{SEQ:5}-{YYYY}", "YEARLY")}, project="P2")
     client = console_client(app, token)
@@ -272,7 +278,7 @@ def test_templates_page_lists_configs_per_project(app, token, seed):  # noqa: AN
     assert 'data-project="LCBP3"' not in only_p2 and "{ORIGINATOR}-{SEQ:5}-{YYYY}" in only_p2
 
 
-def test_validation_error_shows_the_rule_and_position(app, token, seed):  # noqa: ANN001
+def test_validation_error_shows_the_rule_and_position(app, token, seed):
     ids = seed()
     client = console_client(app, token)
     page = post(client, f"/console/templates/{ids['LETTER']}",
@@ -296,7 +302,7 @@ def test_validation_error_shows_the_rule_and_position(app, token, seed):  # noqa
 
 
 def test_preview_reads_the_real_counter_and_consumes_nothing(app, token, auth, client, seed,
-                                                             engine):  # noqa: ANN001
+                                                             engine):
     ids = seed()
     generate(client, auth, letter())
     generate(client, auth, letter())
@@ -336,7 +342,7 @@ def test_preview_reads_the_real_counter_and_consumes_nothing(app, token, auth, c
 
 
 def test_save_with_a_reason_appears_in_history_with_a_diff(app, token, seed, engine, client,
-                                                           auth):  # noqa: ANN001
+                                                           auth):
     ids = seed()
     console = console_client(app, token, "ann")
     short = post(console, f"/console/templates/{ids['LETTER']}", {
@@ -372,10 +378,10 @@ def test_save_with_a_reason_appears_in_history_with_a_diff(app, token, seed, eng
 # --------------------------------------------------------------------------- counters
 
 def test_counters_show_utilization_levels_and_link_to_gaps(app, token, seed, engine, client,
-                                                           auth):  # noqa: ANN001
+                                                           auth):
     seed()
     generate(client, auth, letter())
-    from shared.clock import SystemClock, to_db
+    from docnum.shared.clock import SystemClock, to_db
 
     now = to_db(SystemClock().now())
     with transaction(engine) as session:
@@ -400,7 +406,7 @@ def test_counters_show_utilization_levels_and_link_to_gaps(app, token, seed, eng
 # --------------------------------------------------------------------------- lookup, void
 
 def test_void_with_confirmation_and_the_replacement_chain(app, token, seed, engine, client,
-                                                          auth):  # noqa: ANN001
+                                                          auth):
     seed()
     original = generate(client, auth, letter(document_ref="DMS-42"))["document_number"]
     console = console_client(app, token, "ann")
@@ -434,14 +440,14 @@ def test_void_with_confirmation_and_the_replacement_chain(app, token, seed, engi
     assert again.status_code == 409 and "INVALID_STATE" in text(again)
 
 
-def test_lookup_of_an_unknown_number(app, token, seed):  # noqa: ANN001
+def test_lookup_of_an_unknown_number(app, token, seed):
     seed()
     console = console_client(app, token, "reader", ["correspondence.read"])
     page = console.get("/console/numbers", query_string={"number": "NOPE-0001-2568"})
     assert page.status_code == 200 and 'data-code="NOT_FOUND"' in text(page)
 
 
-def test_manual_override_with_confirmation(app, token, seed, engine):  # noqa: ANN001
+def test_manual_override_with_confirmation(app, token, seed, engine):
     seed()
     console = console_client(app, token, "ann")
     form = {"document_number": "คคง.-ผรม.1-0500-2568", "project": "LCBP3",
@@ -472,7 +478,7 @@ def csv_file(rows: list[list[str]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def test_import_dry_run_then_commit(app, token, seed, engine):  # noqa: ANN001
+def test_import_dry_run_then_commit(app, token, seed, engine):
     seed()
     content = csv_file([
         ["คคง.-สคฉ.3-0007-2568", "LCBP3", "LETTER", "คคง.", "สคฉ.3", "", "", "", "2025-02-01",
@@ -508,7 +514,7 @@ def test_import_dry_run_then_commit(app, token, seed, engine):  # noqa: ANN001
     assert 'id="import-already">2<' in redo and 'id="commit-form"' not in redo
 
 
-def test_import_dry_run_with_errors_offers_no_commit(app, token, seed, engine):  # noqa: ANN001
+def test_import_dry_run_with_errors_offers_no_commit(app, token, seed, engine):
     seed()
     content = csv_file([["คคง.-สคฉ.3-0007-2568", "LCBP3", "LETTER", "NOPE", "สคฉ.3", "", "",
                          "", "2025-02-01", "CONFIRMED"]])
@@ -527,7 +533,7 @@ def test_import_dry_run_with_errors_offers_no_commit(app, token, seed, engine): 
 # --------------------------------------------------------------------------- resets
 
 def test_reset_filed_and_approved_by_three_super_admins(app, token, seed, engine, client,
-                                                        auth):  # noqa: ANN001
+                                                        auth):
     seed()
     for _ in range(3):
         generate(client, auth, letter())
@@ -570,7 +576,7 @@ def test_reset_filed_and_approved_by_three_super_admins(app, token, seed, engine
     assert generate(client, auth, letter())["sequence"] == 11
 
 
-def _resets(engine) -> list[ResetRequest]:  # noqa: ANN001
+def _resets(engine) -> list[ResetRequest]:
     with transaction(engine) as session:
         return list(session.scalars(select(ResetRequest)))
 
@@ -578,8 +584,8 @@ def _resets(engine) -> list[ResetRequest]:  # noqa: ANN001
 # --------------------------------------------------------------------------- audit
 
 def test_audit_page_filters_pages_and_exports_csv(app, token, seed, engine, client, auth,
-                                                   monkeypatch):  # noqa: ANN001
-    from api.console import views
+                                                   monkeypatch):
+    from docnum.api.console import views
 
     seed()
     numbers = [generate(client, auth, letter())["document_number"] for _ in range(3)]

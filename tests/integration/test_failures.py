@@ -12,23 +12,29 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select
 
-from api.app import create_app
-from shared.auth import mint_token
-from shared.db import transaction
-from shared.models import AuditRow, IssuedNumber
+from docnum.api.app import create_app
+from docnum.shared.auth import mint_token
+from docnum.shared.db import transaction
+from docnum.shared.models import AuditRow, IssuedNumber
 from tests.conftest import ALL_PERMS, letter, make_settings, wait_for
-from tests.e2e.service import (MariaDBServer, RedisServer, Service, docnum_env, free_port,
-                               prepare_database)
+from tests.e2e.service import (
+    MariaDBServer,
+    RedisServer,
+    Service,
+    docnum_env,
+    free_port,
+    prepare_database,
+)
 
 BASE = "/api/v1/document-numbering"
 
 
-def headers(settings, **extra: str) -> dict:  # noqa: ANN001
+def headers(settings, **extra: str) -> dict:
     token = mint_token(settings, "alice", ALL_PERMS, [], 600)
     return {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex, **extra}
 
 
-def metric(client, name: str) -> float | None:  # noqa: ANN001
+def metric(client, name: str) -> float | None:
     text = client.get("/metrics").get_data(as_text=True)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -37,14 +43,14 @@ def metric(client, name: str) -> float | None:  # noqa: ANN001
     return None
 
 
-def fallback_of(engine, request_id: str) -> str:  # noqa: ANN001
+def fallback_of(engine, request_id: str) -> str:
     with transaction(engine) as session:
         return session.scalar(select(AuditRow.fallback_used).where(
             AuditRow.request_id == request_id, AuditRow.operation == "GENERATE"))
 
 
 @pytest.fixture
-def redis_server(tmp_path):  # noqa: ANN001, ANN201
+def redis_server(tmp_path):
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
@@ -52,7 +58,7 @@ def redis_server(tmp_path):  # noqa: ANN001, ANN201
 
 def test_redis_down_serves_db_only_and_recovers_by_itself(database_url, seed, engine, tmp_path,
                                                            redis_server,
-                                                           record_property):  # noqa: ANN001
+                                                           record_property):
     seed()
     redis = redis_server
     settings = make_settings(database_url, redis.url(0), redis.url(1), tmp_path / "var")
@@ -60,7 +66,7 @@ def test_redis_down_serves_db_only_and_recovers_by_itself(database_url, seed, en
     with Service(env, tmp_path / "logs", api=False, workers=["0,1,2,3"]) as worker:
         client = create_app(settings).test_client()
 
-        def generate(timeout: int = 10):  # noqa: ANN202
+        def generate(timeout: int = 10):
             started = time.monotonic()
             response = client.post(f"{BASE}/generate?timeout={timeout}", json=letter(),
                                    headers=headers(settings))
@@ -114,7 +120,7 @@ def test_redis_down_serves_db_only_and_recovers_by_itself(database_url, seed, en
 
 
 def test_async_submit_falls_back_too(database_url, seed, engine, tmp_path,
-                                     redis_server):  # noqa: ANN001
+                                     redis_server):
     """POST /requests with Redis down answers the finished request (200), not a 202 that
     could never be served."""
     seed()
@@ -130,13 +136,13 @@ def test_async_submit_falls_back_too(database_url, seed, engine, tmp_path,
     assert polled.status_code == 200 and polled.json["status"] == "succeeded"
 
 
-def _app_on(database_url: str, tmp_path):  # noqa: ANN001, ANN202
+def _app_on(database_url: str, tmp_path):
     settings = make_settings(database_url, "redis://127.0.0.1:1/0", "redis://127.0.0.1:1/1",
                              tmp_path / "var")
     return settings, create_app(settings).test_client()
 
 
-def test_database_unreachable_is_503_service_busy_in_thai(tmp_path):  # noqa: ANN001
+def test_database_unreachable_is_503_service_busy_in_thai(tmp_path):
     url = f"mysql+mysqldb://root@127.0.0.1:{free_port()}/docnum?charset=utf8mb4"  # nobody there
     settings, client = _app_on(url, tmp_path)
     started = time.monotonic()
@@ -157,9 +163,9 @@ def test_database_unreachable_is_503_service_busy_in_thai(tmp_path):  # noqa: AN
 
 
 def test_exhausted_connection_pool_is_503_service_busy(database_url, seed, tmp_path,
-                                                       monkeypatch):  # noqa: ANN001
+                                                       monkeypatch):
     """sqlalchemy's pool TimeoutError (every connection busy for pool_timeout) is SERVICE_BUSY."""
-    from shared import db
+    from docnum.shared import db
 
     seed()
     # An equivalent URL of its own, so that every engine lookup of this app gets the tiny pool.
@@ -182,14 +188,14 @@ def test_exhausted_connection_pool_is_503_service_busy(database_url, seed, tmp_p
 
 @pytest.mark.skipif(not MariaDBServer.available(), reason="needs mariadbd")
 def test_database_outage_is_503_then_numbering_continues(tmp_path, redis_server,
-                                                          record_property):  # noqa: ANN001
+                                                          record_property):
     """A real database going away under a running service (pooled connections included) and
     coming back: 503 SERVICE_BUSY while it is gone, nothing half-written, the next number
     follows on. /readyz saw the database down, so the front door's probe refuses the request
     before queueing it (at once); a request queued before anyone noticed is answered 503 when
     its wait ends (tests/e2e/test_fault_injection.py), and the worker holds it for up to
     DB_OUTAGE_PATIENCE_S (a failover may be that short)."""
-    from workers.tasks import DB_OUTAGE_PATIENCE_S
+    from docnum.workers.tasks import DB_OUTAGE_PATIENCE_S
 
     with MariaDBServer() as server:
         server.execute("CREATE DATABASE docnum CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
@@ -201,7 +207,7 @@ def test_database_outage_is_503_then_numbering_continues(tmp_path, redis_server,
         with Service(env, tmp_path / "logs", api=False, workers=["0,1,2,3"]):
             client = create_app(settings).test_client()
 
-            def generate():  # noqa: ANN202
+            def generate():
                 return client.post(f"{BASE}/generate?timeout=30", json=letter(),
                                    headers=headers(settings, **{"Accept-Language": "th"}))
 
@@ -233,19 +239,19 @@ def test_database_outage_is_503_then_numbering_continues(tmp_path, redis_server,
 
 
 def test_a_retry_queues_again_a_request_the_worker_gave_up_on(client, auth, seed, settings,
-                                                              engine, monkeypatch):  # noqa: ANN001
+                                                              engine, monkeypatch):
     """The worker fails a request with SERVICE_BUSY after DB_OUTAGE_PATIENCE_S (a database
     outage longer than that). That failure is the outage's, not the request's: a retry with
     the same Idempotency-Key queues it again, and it gets exactly one number, whether the
     worker's answer is still in the result backend or only its audit row remains."""
     import redis as redis_lib
 
-    from shared.db import service_busy
-    from workers import tasks
+    from docnum.shared.db import service_busy
+    from docnum.workers import tasks
 
     seed()
 
-    def database_down(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+    def database_down(*_args, **_kwargs):
         raise service_busy()
 
     keys = {"result kept": "gave-up-1", "result lost": "gave-up-2"}
@@ -258,7 +264,7 @@ def test_a_retry_queues_again_a_request_the_worker_gave_up_on(client, auth, seed
         assert response.json["code"] == "SERVICE_BUSY" and "Retry-After" in response.headers
     monkeypatch.undo()  # the database is back
 
-    from shared.issuing import request_id_for
+    from docnum.shared.issuing import request_id_for
 
     backend = redis_lib.Redis.from_url(settings.result_backend)
     ids = {name: request_id_for("alice", key) for name, key in keys.items()}

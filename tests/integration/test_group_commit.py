@@ -6,15 +6,15 @@ import uuid
 
 from sqlalchemy import func, select
 
-from shared import issuing
-from shared.allocation import allocate_many
-from shared.clock import SystemClock
-from shared.db import transaction
-from shared.models import AuditRow, Counter, IssuedNumber
+from docnum.shared import issuing
+from docnum.shared.allocation import allocate_many
+from docnum.shared.clock import SystemClock
+from docnum.shared.db import transaction
+from docnum.shared.models import AuditRow, Counter, IssuedNumber
 from tests.conftest import LETTER_TEMPLATE, letter
 
 
-def _request(engine, settings, body: dict, request_id: str | None = None):  # noqa: ANN001, ANN202
+def _request(engine, settings, body: dict, request_id: str | None = None):
     ctx = issuing.parse_context(body)
     now = SystemClock().now()
     with transaction(engine) as session:
@@ -24,7 +24,7 @@ def _request(engine, settings, body: dict, request_id: str | None = None):  # no
                                  actor="alice", now=now)
 
 
-def _groups(requests) -> dict:  # noqa: ANN001
+def _groups(requests) -> dict:
     groups: dict = {}
     for request in requests:
         groups.setdefault(request.counter_key, []).append(request)
@@ -32,7 +32,7 @@ def _groups(requests) -> dict:  # noqa: ANN001
 
 
 def test_several_keys_one_transaction_each_counter_contiguous(engine, settings,
-                                                              seed):  # noqa: ANN001
+                                                              seed):
     seed(project="P2")
     parties = [("คคง.", "สคฉ.3"), ("คคง.", "ผรม.1"), ("TEAM-A", "TEAM-B")]
     project = "P2"
@@ -74,7 +74,7 @@ def test_several_keys_one_transaction_each_counter_contiguous(engine, settings,
 
 
 def test_collision_between_keys_of_one_batch_is_refused_without_consuming(
-        engine, settings, seed):  # noqa: ANN001
+        engine, settings, seed):
     # MEMO's template fixes the originator: its counter differs from LETTER's, its first number
     # does not.
     seed({"LETTER": (LETTER_TEMPLATE, "YEARLY"),
@@ -95,7 +95,7 @@ def test_collision_between_keys_of_one_batch_is_refused_without_consuming(
 
 
 def test_number_taken_earlier_is_refused_after_the_optimistic_insert_fails(
-        engine, settings, seed):  # noqa: ANN001
+        engine, settings, seed):
     # The first attempt skips the look-ups; the ledger's unique number per project stops the
     # insert, and the careful second attempt refuses just that request.
     seed({"LETTER": (LETTER_TEMPLATE, "YEARLY"),

@@ -59,7 +59,7 @@ JSON_ROUTES = [("post", "/requests"), ("post", "/generate"), ("post", "/reserve"
 
 
 @pytest.fixture
-def hostile(app, client, seed, engine, settings, token, caplog):  # noqa: ANN001, ANN201
+def hostile(app, client, seed, engine, settings, token, caplog):
     """Seeded service, an all-powerful token, and a guard: state unchanged, no secret logged."""
     caplog.set_level(logging.DEBUG)
     ids = seed()
@@ -82,7 +82,7 @@ def hostile(app, client, seed, engine, settings, token, caplog):  # noqa: ANN001
             out["request store"] = sum(1 for _ in store.scan_iter("docnum:request:*"))
             return out
 
-        def refused(self, response, status: int | tuple[int, ...] | None = None,  # noqa: ANN001
+        def refused(self, response, status: int | tuple[int, ...] | None = None,
                     code: str | None = None, field: str | None = None) -> dict:
             """A clear 4xx problem+json (optionally this status, code and field)."""
             body_text = response.get_data(as_text=True)
@@ -112,7 +112,7 @@ def hostile(app, client, seed, engine, settings, token, caplog):  # noqa: ANN001
         assert not any(secret in body for body in h.bodies), "a secret was echoed back"
 
 
-def test_codes_with_invisible_or_bidi_characters(hostile):  # noqa: ANN001
+def test_codes_with_invisible_or_bidi_characters(hostile):
     valid = {"project": "LCBP3", "correspondence_type": "LETTER", "originator": "คคง.",
              "recipient": "สคฉ.3", "sub_type": "21", "rfa_type": "RPT", "discipline": "STR",
              "revision": "A"}
@@ -139,7 +139,7 @@ def _template_literal(text_: str) -> bool:
     return all(unicodedata.category(c)[0] in "LMN" or c in "-_./" for c in text_)
 
 
-def test_injection_payloads_in_structured_fields(hostile):  # noqa: ANN001
+def test_injection_payloads_in_structured_fields(hostile):
     for name, payload in PAYLOADS.items():
         for field in (*CODE_FIELDS, "document_date", "mode"):
             started = time.monotonic()
@@ -172,7 +172,7 @@ def test_injection_payloads_in_structured_fields(hostile):  # noqa: ANN001
         hostile.refused(response, 404)
 
 
-def test_injection_payloads_in_filters_find_nothing(hostile):  # noqa: ANN001
+def test_injection_payloads_in_filters_find_nothing(hostile):
     for payload in PAYLOADS.values():
         for query in ("actor", "document_number", "counter_key", "request_id"):
             started = time.monotonic()
@@ -190,7 +190,7 @@ def test_injection_payloads_in_filters_find_nothing(hostile):  # noqa: ANN001
 
 
 @pytest.mark.parametrize("method,route", JSON_ROUTES)
-def test_body_of_one_mebibyte_plus_one_is_413(hostile, method, route):  # noqa: ANN001
+def test_body_of_one_mebibyte_plus_one_is_413(hostile, method, route):
     limit = 1024 * 1024
     prefix, suffix = b'{"project": "', b'"}'
     over = prefix + b"x" * (limit + 1 - len(prefix) - len(suffix)) + suffix
@@ -208,8 +208,8 @@ def test_body_of_one_mebibyte_plus_one_is_413(hostile, method, route):  # noqa: 
     hostile.refused(response)
 
 
-def test_bulk_import_over_its_limit_is_413(hostile):  # noqa: ANN001
-    from api.routes_admin import MAX_IMPORT_BYTES
+def test_bulk_import_over_its_limit_is_413(hostile):
+    from docnum.api.routes_admin import MAX_IMPORT_BYTES
 
     data = {"file": (io.BytesIO(b"x" * (MAX_IMPORT_BYTES + 1)), "huge.csv")}
     response = hostile.client.post(f"{BASE}/admin/bulk-import", data=data,
@@ -222,7 +222,7 @@ def test_bulk_import_over_its_limit_is_413(hostile):  # noqa: ANN001
     b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
     b'{"project": ' + b"[" * 5000 + b"]" * 5000 + b"}",
 ], ids=["arrays 100k deep", "objects 100k deep", "a member 5k deep"])
-def test_deeply_nested_json(hostile, body):  # noqa: ANN001
+def test_deeply_nested_json(hostile, body):
     for route in ("/generate", "/configs", "/admin/manual-override"):
         response = hostile.client.post(f"{BASE}{route}", data=body, headers=hostile.headers(),
                                        content_type="application/json")
@@ -251,7 +251,7 @@ SURROGATE_BODIES = {  # valid JSON, not Unicode text: the escape of an unpaired 
 }
 
 
-def test_non_utf8_bodies_and_unpaired_surrogates(hostile):  # noqa: ANN001
+def test_non_utf8_bodies_and_unpaired_surrogates(hostile):
     for name, body in NON_UTF8.items():
         for route in ("/generate", "/configs", "/confirm"):
             response = hostile.client.post(f"{BASE}{route}", data=body,
@@ -262,7 +262,7 @@ def test_non_utf8_bodies_and_unpaired_surrogates(hostile):  # noqa: ANN001
         response = hostile.client.post(f"{BASE}{route}", data=body, headers=hostile.headers(),
                                        content_type="application/json")
         hostile.refused(response, 400, "BAD_REQUEST")
-    for route in (f"/catalog/organization/TEAM-X", f"/configs/{hostile.ids['LETTER']}"):
+    for route in ("/catalog/organization/TEAM-X", f"/configs/{hostile.ids['LETTER']}"):
         body = (b'{"name": "\\ud800"}' if "catalog" in route
                 else b'{"active": true, "change_reason": "because \\udc00 policy"}')
         response = hostile.client.put(f"{BASE}{route}", data=body, headers=hostile.headers(),
@@ -279,7 +279,7 @@ def test_non_utf8_bodies_and_unpaired_surrogates(hostile):  # noqa: ANN001
 @pytest.mark.parametrize("key", [
     "คีย์-ไทย", "ключ", "é-latin1", "emoji-😀", "tab\tkey", "del\x7f", "x" * 256, "",
     "nul\x00key"])
-def test_non_ascii_or_unprintable_idempotency_keys(hostile, key):  # noqa: ANN001
+def test_non_ascii_or_unprintable_idempotency_keys(hostile, key):
     # A header arrives as bytes; WSGI hands them over decoded as latin-1.
     raw = key.encode("utf-8").decode("latin-1")
     for route in ("/requests", "/generate", "/reserve"):
@@ -292,14 +292,14 @@ def test_non_ascii_or_unprintable_idempotency_keys(hostile, key):  # noqa: ANN00
 @pytest.mark.parametrize("timeout", [
     "-1", "-0.5", "30.0001", "31", "1e309", "9" * 400, "inf", "Infinity", "nan", "NaN",
     "1_0", "\u0661", " 5", "5s", "0x10", "5,0", "1e2"])
-def test_absurd_timeouts(hostile, timeout):  # noqa: ANN001
+def test_absurd_timeouts(hostile, timeout):
     for route in ("/generate", "/reserve"):
         response = hostile.client.post(f"{BASE}{route}", query_string={"timeout": timeout},
                                        json=letter(), headers=hostile.headers())
         hostile.refused(response, 422, "VALIDATION_FAILED", "timeout")
 
 
-def test_hostile_headers(hostile):  # noqa: ANN001
+def test_hostile_headers(hostile):
     # Overlong and odd User-Agent / X-Request-ID values are cut or replaced, never a 500.
     for route in ("/generate", "/configs"):
         response = hostile.client.post(f"{BASE}{route}", data=b"{broken", headers=hostile.headers(
@@ -313,20 +313,20 @@ def test_hostile_headers(hostile):  # noqa: ANN001
         hostile.refused(response, 401, "UNAUTHENTICATED")
 
 
-def test_wrong_method_is_405_with_allow(hostile):  # noqa: ANN001
+def test_wrong_method_is_405_with_allow(hostile):
     response = hostile.client.delete(f"{BASE}/generate", headers=hostile.headers())
     hostile.refused(response, 405, "METHOD_NOT_ALLOWED")
     assert "POST" in response.headers["Allow"]
 
 
-def test_injection_payloads_in_free_text_are_inert(hostile, engine):  # noqa: ANN001
+def test_injection_payloads_in_free_text_are_inert(hostile, engine):
     """Printable payloads in free text are data: stored verbatim, interpreted by nothing; the
     schema and every other row are untouched. (This test writes on purpose: it restores the
     guard's baseline by deleting exactly what it issued.)"""
     from sqlalchemy import delete
 
-    from shared.db import transaction
-    from shared.models import AuditRow, Counter, IssuedNumber
+    from docnum.shared.db import transaction
+    from docnum.shared.models import AuditRow, Counter, IssuedNumber
 
     printable = {k: v for k, v in PAYLOADS.items() if v.isprintable()}
     issued = []

@@ -4,18 +4,18 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from shared.db import transaction
-from shared.models import AuditRow, IssuedNumber
+from docnum.shared.db import transaction
+from docnum.shared.models import AuditRow, IssuedNumber
 from tests.conftest import letter
 
 BASE = "/api/v1/document-numbering"
 
 
-def generate(client, auth, body, **headers):  # noqa: ANN001, ANN201
+def generate(client, auth, body, **headers):
     return client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth(**headers))
 
 
-def test_letter_then_memo_share_one_counter(client, auth, seed):  # noqa: ANN001
+def test_letter_then_memo_share_one_counter(client, auth, seed):
     seed()
     first = generate(client, auth, letter())
     assert first.status_code == 201, first.get_data(as_text=True)
@@ -34,14 +34,14 @@ def test_letter_then_memo_share_one_counter(client, auth, seed):  # noqa: ANN001
             rfa_type="RPT", revision="A"), "LCBP3-RFA-TER-RPT-0001-A"),
     (letter(correspondence_type="TRANSMITTAL", sub_type="21"), "คคง.-สคฉ.3-21-0001-2568"),
 ])
-def test_spec_vectors(client, auth, seed, body, expected):  # noqa: ANN001
+def test_spec_vectors(client, auth, seed, body, expected):
     seed()
     response = generate(client, auth, body)
     assert response.status_code == 201, response.get_data(as_text=True)
     assert response.json["document_number"] == expected
 
 
-def test_rfa_reset_none_continues_across_years(client, auth, seed):  # noqa: ANN001
+def test_rfa_reset_none_continues_across_years(client, auth, seed):
     seed()
     body = letter(correspondence_type="RFA", originator=None, recipient=None, discipline="TER",
                   rfa_type="RPT", revision="A")
@@ -50,7 +50,7 @@ def test_rfa_reset_none_continues_across_years(client, auth, seed):  # noqa: ANN
     assert numbers == ["LCBP3-RFA-TER-RPT-0001-A", "LCBP3-RFA-TER-RPT-0002-A"]
 
 
-def test_sequence_exhausted_consumes_nothing(client, auth, seed, engine):  # noqa: ANN001
+def test_sequence_exhausted_consumes_nothing(client, auth, seed, engine):
     seed({"LETTER": ("{ORIGINATOR}-{RECIPIENT}-{SEQ:1}-{YEAR:B.E.}", "YEARLY")})
     numbers = [generate(client, auth, letter()) for _ in range(10)]
     assert [r.status_code for r in numbers] == [201] * 9 + [409]
@@ -60,7 +60,7 @@ def test_sequence_exhausted_consumes_nothing(client, auth, seed, engine):  # noq
         assert session.scalar(select(func.count()).select_from(IssuedNumber)) == 9
 
 
-def test_async_submit_then_poll(client, auth, seed):  # noqa: ANN001
+def test_async_submit_then_poll(client, auth, seed):
     seed()
     headers = auth()
     submitted = client.post(f"{BASE}/requests", json=letter(), headers=headers)
@@ -81,7 +81,7 @@ def test_async_submit_then_poll(client, auth, seed):  # noqa: ANN001
 
 
 def test_poll_falls_back_to_ledger_when_backend_lost_it(client, auth, seed, app,
-                                                        redis_dbs):  # noqa: ANN001
+                                                        redis_dbs):
     import redis
 
     seed()
@@ -98,7 +98,7 @@ def test_poll_falls_back_to_ledger_when_backend_lost_it(client, auth, seed, app,
     assert unknown.status_code == 404 and unknown.json["code"] == "NOT_FOUND"
 
 
-def test_other_users_request_needs_view_logs(client, auth, seed):  # noqa: ANN001
+def test_other_users_request_needs_view_logs(client, auth, seed):
     seed()
     issued = generate(client, auth, letter())
     url = f"{BASE}/requests/{issued.json['request_id']}"
@@ -108,7 +108,7 @@ def test_other_users_request_needs_view_logs(client, auth, seed):  # noqa: ANN00
     assert client.get(url, headers=auditor).status_code == 200
 
 
-def test_idempotency_key_rules(client, auth, seed, engine):  # noqa: ANN001
+def test_idempotency_key_rules(client, auth, seed, engine):
     seed()
     headers = auth(key="order-42")
     first = client.post(f"{BASE}/generate", json=letter(), headers=headers)
@@ -129,7 +129,7 @@ def test_idempotency_key_rules(client, auth, seed, engine):  # noqa: ANN001
         assert session.scalar(select(func.count()).select_from(IssuedNumber)) == 2
 
 
-def test_every_issue_writes_one_audit_row(client, auth, seed, engine):  # noqa: ANN001
+def test_every_issue_writes_one_audit_row(client, auth, seed, engine):
     seed()
     headers = auth(**{"User-Agent": "dms/1.0", "X-Request-ID": "trace-1"})
     response = client.post(f"{BASE}/generate", json=letter(), headers=headers)
@@ -153,7 +153,7 @@ def test_every_issue_writes_one_audit_row(client, auth, seed, engine):  # noqa: 
     ({"originator": "ค\u200bคง."}, "VALIDATION_FAILED", "originator"),
 ])
 def test_bad_context_is_422_and_writes_nothing(client, auth, seed, engine, change, code,
-                                               field):  # noqa: ANN001
+                                               field):
     seed()
     response = generate(client, auth, letter(**change))
     assert response.status_code == 422, response.json
@@ -163,7 +163,7 @@ def test_bad_context_is_422_and_writes_nothing(client, auth, seed, engine, chang
         assert session.scalar(select(func.count()).select_from(IssuedNumber)) == 0
 
 
-def test_inactive_code_and_missing_config(client, auth, seed):  # noqa: ANN001
+def test_inactive_code_and_missing_config(client, auth, seed):
     seed({"LETTER": ("{ORIGINATOR}-{RECIPIENT}-{SEQ:4}-{YEAR:B.E.}", "YEARLY")})
     no_config = generate(client, auth, letter(correspondence_type="RFI"))
     assert no_config.status_code == 422 and no_config.json["code"] == "NO_CONFIG"
@@ -173,14 +173,14 @@ def test_inactive_code_and_missing_config(client, auth, seed):  # noqa: ANN001
     assert inactive.status_code == 422 and inactive.json["code"] == "CODE_INACTIVE"
 
 
-def test_thai_problem_title(client, auth, seed):  # noqa: ANN001
+def test_thai_problem_title(client, auth, seed):
     seed()
     response = client.post(f"{BASE}/generate", json=letter(originator="NOPE"),
                            headers=auth(**{"Accept-Language": "th-TH,th;q=0.9,en;q=0.5"}))
     assert response.json["title"] == "ไม่พบรหัสอ้างอิง"
 
 
-def test_generate_timeout_zero_answers_202_and_loses_nothing(client, auth, seed):  # noqa: ANN001
+def test_generate_timeout_zero_answers_202_and_loses_nothing(client, auth, seed):
     seed()
     headers = auth()
     response = client.post(f"{BASE}/generate?timeout=0", json=letter(), headers=headers)
@@ -195,13 +195,13 @@ def test_generate_timeout_zero_answers_202_and_loses_nothing(client, auth, seed)
 
 
 @pytest.mark.parametrize("raw", ["-1", "31", "abc", "nan", "inf", "1e309"])
-def test_absurd_timeouts_are_422(client, auth, seed, raw):  # noqa: ANN001
+def test_absurd_timeouts_are_422(client, auth, seed, raw):
     seed()
     response = client.post(f"{BASE}/generate?timeout={raw}", json=letter(), headers=auth())
     assert response.status_code == 422 and response.json["code"] == "VALIDATION_FAILED"
 
 
-def test_preview_consumes_nothing(client, auth, seed):  # noqa: ANN001
+def test_preview_consumes_nothing(client, auth, seed):
     seed()
     generate(client, auth, letter())
     preview = client.post(f"{BASE}/preview", json=letter(), headers=auth())
@@ -219,7 +219,7 @@ def test_preview_consumes_nothing(client, auth, seed):  # noqa: ANN001
     assert again.json["document_number"] == "คคง.-สคฉ.3-0002-2568"
 
 
-def test_number_lookup(client, auth, seed):  # noqa: ANN001
+def test_number_lookup(client, auth, seed):
     seed()
     issued = generate(client, auth, letter(document_ref="DMS-7"))
     number = issued.json["document_number"]

@@ -8,18 +8,18 @@ import uuid
 import redis
 from sqlalchemy import func, select
 
-from shared import issuing
-from shared.clock import SystemClock
-from shared.db import ledger_identity, transaction
-from shared.models import IssuedNumber
-from shared.routing import queue_for
+from docnum.shared import issuing
+from docnum.shared.clock import SystemClock
+from docnum.shared.db import ledger_identity, transaction
+from docnum.shared.models import IssuedNumber
+from docnum.shared.routing import queue_for
+from docnum.workers.tasks import ALLOCATE_TASK
 from tests.conftest import letter
-from workers.tasks import ALLOCATE_TASK
 
 
 def test_a_misrouted_message_is_answered_not_numbered(celery_session_app, celery_session_worker,
                                                       settings,
-                                                      engine, seed):  # noqa: ANN001
+                                                      engine, seed):
     seed()
     ctx = issuing.parse_context(letter())
     now = SystemClock().now()

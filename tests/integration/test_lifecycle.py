@@ -13,29 +13,29 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from shared import issuing, lifecycle
-from shared.allocation import allocate_numbers
-from shared.audit import Actor
-from shared.clock import FixedClock, SystemClock
-from shared.db import transaction
-from shared.errors import DocnumError
-from shared.models import AuditRow, IssuedNumber
+from docnum.shared import issuing, lifecycle
+from docnum.shared.allocation import allocate_numbers
+from docnum.shared.audit import Actor
+from docnum.shared.clock import FixedClock, SystemClock
+from docnum.shared.db import transaction
+from docnum.shared.errors import DocnumError
+from docnum.shared.models import AuditRow, IssuedNumber
 from tests.conftest import letter, wait_for
 
 BASE = "/api/v1/document-numbering"
 
 
-def generate(client, auth, body, **headers):  # noqa: ANN001, ANN201
+def generate(client, auth, body, **headers):
     return client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth(**headers))
 
 
-def reserve(client, auth, body, **headers):  # noqa: ANN001, ANN201
+def reserve(client, auth, body, **headers):
     response = client.post(f"{BASE}/reserve?timeout=10", json=body, headers=auth(**headers))
     assert response.status_code == 201, response.get_data(as_text=True)
     return response.json
 
 
-def reserve_direct(engine, settings, *, body=None, ttl=300, clock=None) -> dict:  # noqa: ANN001
+def reserve_direct(engine, settings, *, body=None, ttl=300, clock=None) -> dict:
     """A reservation straight through the allocator (so a test can choose TTL and clock)."""
     clock = clock or SystemClock()
     ctx = issuing.parse_context(body or letter())
@@ -50,12 +50,12 @@ def reserve_direct(engine, settings, *, body=None, ttl=300, clock=None) -> dict:
     return outcome.number
 
 
-def ledger_row(engine, number: str) -> IssuedNumber:  # noqa: ANN001
+def ledger_row(engine, number: str) -> IssuedNumber:
     with transaction(engine) as session:
         return session.scalar(select(IssuedNumber).where(IssuedNumber.document_number == number))
 
 
-def audit_rows(engine, number: str, operation: str | None = None) -> list[AuditRow]:  # noqa: ANN001
+def audit_rows(engine, number: str, operation: str | None = None) -> list[AuditRow]:
     with transaction(engine) as session:
         query = select(AuditRow).where(AuditRow.document_number == number)
         if operation:
@@ -63,7 +63,7 @@ def audit_rows(engine, number: str, operation: str | None = None) -> list[AuditR
         return list(session.scalars(query.order_by(AuditRow.id)))
 
 
-def test_reserve_0012_cancel_then_next_issue_is_0013(client, auth, seed, engine):  # noqa: ANN001
+def test_reserve_0012_cancel_then_next_issue_is_0013(client, auth, seed, engine):
     seed()
     for _ in range(11):
         assert generate(client, auth, letter()).status_code == 201
@@ -108,7 +108,7 @@ def test_reserve_0012_cancel_then_next_issue_is_0013(client, auth, seed, engine)
     assert [h["operation"] for h in details.json["history"]] == ["RESERVE", "CANCEL"]
 
 
-def test_confirm_is_idempotent_and_guards_states(client, auth, seed, engine):  # noqa: ANN001
+def test_confirm_is_idempotent_and_guards_states(client, auth, seed, engine):
     seed()
     reserved = reserve(client, auth, letter())
     token = reserved["reservation"]["token"]
@@ -147,8 +147,8 @@ def test_confirm_is_idempotent_and_guards_states(client, auth, seed, engine):  #
 
 
 def test_reservation_left_alone_expires_and_confirm_answers_410(client, auth, seed, engine,
-                                                                 settings, celery_session_app):  # noqa: ANN001
-    from api.app import create_app
+                                                                 settings, celery_session_app):
+    from docnum.api.app import create_app
 
     seed()
     reserved = reserve(client, auth, letter())
@@ -185,8 +185,8 @@ def test_reservation_left_alone_expires_and_confirm_answers_410(client, auth, se
 
 def test_short_ttl_expires_in_real_time_and_the_beat_task_sweeps_it(client, auth, seed, engine,
                                                                     settings,
-                                                                    celery_session_app):  # noqa: ANN001
-    from shared.routing import MAINTENANCE_QUEUE
+                                                                    celery_session_app):
+    from docnum.shared.routing import MAINTENANCE_QUEUE
 
     seed()
     reserved = reserve_direct(engine, settings, ttl=1)
@@ -202,7 +202,7 @@ def test_short_ttl_expires_in_real_time_and_the_beat_task_sweeps_it(client, auth
     assert len(audit_rows(engine, reserved["document_number"], "EXPIRE")) == 1
 
 
-def test_sweeper_leaves_confirmed_and_fresh_reservations_alone(seed, engine, settings):  # noqa: ANN001
+def test_sweeper_leaves_confirmed_and_fresh_reservations_alone(seed, engine, settings):
     seed()
     now = SystemClock().now()
     overdue = [reserve_direct(engine, settings, ttl=60) for _ in range(3)]
@@ -222,7 +222,7 @@ def test_sweeper_leaves_confirmed_and_fresh_reservations_alone(seed, engine, set
                               .where(AuditRow.operation == "EXPIRE")) == 3
 
 
-def test_confirm_cancel_expire_racing_leave_one_final_state(seed, engine, settings):  # noqa: ANN001
+def test_confirm_cancel_expire_racing_leave_one_final_state(seed, engine, settings):
     """Two confirms, two cancels and the sweeper hit one reservation at once, 12 times over."""
     seed()
     winners = []
@@ -235,7 +235,7 @@ def test_confirm_cancel_expire_racing_leave_one_final_state(seed, engine, settin
         barrier = threading.Barrier(5)
         results: dict[str, object] = {}
 
-        def run(name: str, call) -> None:  # noqa: ANN001
+        def run(name: str, call) -> None:
             barrier.wait()
             try:
                 results[name] = call()
@@ -279,7 +279,7 @@ def test_confirm_cancel_expire_racing_leave_one_final_state(seed, engine, settin
     print("race winners:", winners)
 
 
-def test_void_and_replace_links_both(client, auth, seed, engine):  # noqa: ANN001
+def test_void_and_replace_links_both(client, auth, seed, engine):
     seed()
     original = generate(client, auth, letter()).json
     headers = auth("admin1", perms=["system.manage_settings", "correspondence.read"],
@@ -325,7 +325,7 @@ def test_void_and_replace_links_both(client, auth, seed, engine):  # noqa: ANN00
         assert session.scalar(select(func.count()).select_from(IssuedNumber)) == 2
 
 
-def test_void_needs_manage_settings_and_a_confirmed_number(client, auth, seed, engine):  # noqa: ANN001
+def test_void_needs_manage_settings_and_a_confirmed_number(client, auth, seed, engine):
     seed()
     number = generate(client, auth, letter()).json["document_number"]
     clerk = auth("clerk", perms=["correspondence.create", "correspondence.read",
@@ -353,7 +353,7 @@ def test_void_needs_manage_settings_and_a_confirmed_number(client, auth, seed, e
     assert [a.operation for a in audit_rows(engine, number)] == ["GENERATE", "VOID"]
 
 
-def test_replacement_with_a_changed_context_goes_to_that_counter(client, auth, seed):  # noqa: ANN001
+def test_replacement_with_a_changed_context_goes_to_that_counter(client, auth, seed):
     seed()
     original = generate(client, auth, letter()).json
     response = client.post(f"{BASE}/admin/void-and-replace", json={
@@ -371,7 +371,7 @@ def test_replacement_with_a_changed_context_goes_to_that_counter(client, auth, s
 
 @pytest.mark.parametrize("template", ["{ORIGINATOR}-{RECIPIENT}-{SEQ:1}-{YEAR:B.E.}"])
 def test_failed_replacement_leaves_the_number_untouched(client, auth, seed, engine,
-                                                         template):  # noqa: ANN001
+                                                         template):
     seed({"LETTER": (template, "YEARLY")})
     numbers = [generate(client, auth, letter()).json["document_number"] for _ in range(9)]
     response = client.post(f"{BASE}/admin/void-and-replace", json={

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from cli import loadtest
+from docnum.cli import loadtest
 
 
 @pytest.fixture
-def loadtest_env(monkeypatch, settings):  # noqa: ANN001, ANN201
+def loadtest_env(monkeypatch, settings):
     for name, value in {"DOCNUM_DATABASE_URL": settings.database_url,
                         "DOCNUM_BROKER_URL": settings.broker_url,
                         "DOCNUM_RESULT_BACKEND": settings.result_backend,
@@ -18,7 +18,7 @@ def loadtest_env(monkeypatch, settings):  # noqa: ANN001, ANN201
         monkeypatch.setenv(name, value)
 
 
-def _run(capsys, *argv: str) -> tuple[int, dict]:  # noqa: ANN001
+def _run(capsys, *argv: str) -> tuple[int, dict]:
     code = loadtest.main([*argv, "--json", "--warmup", "0.2"])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     return code, report
@@ -26,7 +26,7 @@ def _run(capsys, *argv: str) -> tuple[int, dict]:  # noqa: ANN001
 
 @pytest.mark.parametrize("keys", [1, 3])
 def test_closed_loop_sync_run_is_verified(live_server, loadtest_env, capsys,
-                                          keys: int) -> None:  # noqa: ANN001
+                                          keys: int) -> None:
     code, report = _run(capsys, "--url", live_server, "--concurrency", "4", "--duration", "1.5",
                         "--keys", str(keys))
     assert code == 0, report
@@ -37,13 +37,13 @@ def test_closed_loop_sync_run_is_verified(live_server, loadtest_env, capsys,
     assert verify["answers"] == verify["ledger_rows"]  # warm-up included, nothing unaccounted
 
 
-def test_async_burst_is_accepted_and_completed(live_server, loadtest_env, capsys) -> None:  # noqa: ANN001
+def test_async_burst_is_accepted_and_completed(live_server, loadtest_env, capsys) -> None:
     code, report = _run(capsys, "--url", live_server, "--mode", "async", "--burst", "60")
     assert code == 0, report
     assert report["completed"] == 60 and report["accepted_in_s"] > 0
     assert report["verify"]["ok"]
 
 
-def test_only_loopback_targets(loadtest_env) -> None:  # noqa: ANN001
+def test_only_loopback_targets(loadtest_env) -> None:
     with pytest.raises(SystemExit, match="loopback"):
         loadtest.main(["--url", "http://192.0.2.10:8000", "--duration", "1"])

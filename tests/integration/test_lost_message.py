@@ -8,15 +8,15 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from api.request_store import Record
-from shared import issuing
-from shared.clock import SystemClock, iso
+from docnum.api.request_store import Record
+from docnum.shared import issuing
+from docnum.shared.clock import SystemClock, iso
 from tests.conftest import letter, wait_for
 
 BASE = "/api/v1/document-numbering"
 
 
-def _orphan_record(app, sub: str, key: str, body: dict, age_s: float) -> str:  # noqa: ANN001
+def _orphan_record(app, sub: str, key: str, body: dict, age_s: float) -> str:
     """The request record of an accepted /requests call whose message never reached a worker."""
     request_id = issuing.request_id_for(sub, key)
     submitted = SystemClock().now() - timedelta(seconds=age_s)
@@ -27,7 +27,7 @@ def _orphan_record(app, sub: str, key: str, body: dict, age_s: float) -> str:  #
 
 
 def test_retry_requeues_a_request_whose_message_was_lost(app, client, seed,
-                                                         auth):  # noqa: ANN001
+                                                         auth):
     seed()
     frontdoor = app.extensions["docnum"].frontdoor
     body = letter()

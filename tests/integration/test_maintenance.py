@@ -3,20 +3,20 @@ the lease that keeps two runs of a job apart, and the schedule itself."""
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, insert, select, text
 
-from shared import maintenance, metrics
-from shared.clock import FixedClock, to_db
-from shared.db import make_engine, transaction
-from shared.models import AuditArchiveRow, AuditRow, Counter, RequestRecord
-from shared.routing import MAINTENANCE_QUEUE
-from workers import maintenance as beat
+from docnum.shared import maintenance, metrics
+from docnum.shared.clock import FixedClock, to_db
+from docnum.shared.db import make_engine, transaction
+from docnum.shared.models import AuditArchiveRow, AuditRow, Counter, RequestRecord
+from docnum.shared.routing import MAINTENANCE_QUEUE
+from docnum.workers import maintenance as beat
 from tests.conftest import wait_for
 
-NOW = datetime(2027, 3, 1, 2, 0, tzinfo=timezone.utc)
+NOW = datetime(2027, 3, 1, 2, 0, tzinfo=UTC)
 CLOCK = FixedClock(NOW)
 
 
@@ -30,18 +30,18 @@ def audit(created_at: datetime, n: int) -> dict:
                 created_at=to_db(created_at))
 
 
-def rows(session, model) -> dict[int, dict]:  # noqa: ANN001
+def rows(session, model) -> dict[int, dict]:
     columns = [c.name for c in model.__table__.columns]
     return {r.id: {c: getattr(r, c) for c in columns}
             for r in session.scalars(select(model).order_by(model.id))}
 
 
-def insert_audit(engine, times: list[datetime]) -> None:  # noqa: ANN001
+def insert_audit(engine, times: list[datetime]) -> None:
     with transaction(engine) as session:
         session.execute(insert(AuditRow), [audit(t, i + 1) for i, t in enumerate(times)])
 
 
-def test_archive_moves_rows_older_than_two_years_keeping_ids(engine):  # noqa: ANN001
+def test_archive_moves_rows_older_than_two_years_keeping_ids(engine):
     cutoff = NOW - timedelta(days=730)
     old = [cutoff - timedelta(days=d) for d in (400, 30, 1)] + [cutoff - timedelta(microseconds=1)]
     young = [cutoff, cutoff + timedelta(seconds=1), NOW - timedelta(days=1)]
@@ -60,7 +60,7 @@ def test_archive_moves_rows_older_than_two_years_keeping_ids(engine):  # noqa: A
     assert maintenance.archive_audit(engine, CLOCK)["archived"] == 0
 
 
-def test_archive_finishes_a_row_copied_by_an_earlier_interrupted_run(engine):  # noqa: ANN001
+def test_archive_finishes_a_row_copied_by_an_earlier_interrupted_run(engine):
     old = NOW - timedelta(days=800)
     insert_audit(engine, [old, old])
     with transaction(engine) as session:
@@ -73,7 +73,7 @@ def test_archive_finishes_a_row_copied_by_an_earlier_interrupted_run(engine):  #
         assert session.scalar(select(func.count()).select_from(AuditArchiveRow)) == 2
 
 
-def test_archive_failure_rolls_back_the_batch_and_deletes_nothing_uncopied(engine):  # noqa: ANN001
+def test_archive_failure_rolls_back_the_batch_and_deletes_nothing_uncopied(engine):
     insert_audit(engine, [NOW - timedelta(days=900)] * 5)
     with transaction(engine) as session:
         ids = sorted(rows(session, AuditRow))
@@ -97,7 +97,7 @@ def test_archive_failure_rolls_back_the_batch_and_deletes_nothing_uncopied(engin
     assert maintenance.archive_audit(engine, CLOCK, batch_size=2)["archived"] == 3
 
 
-def test_optimize_tables_on_mariadb_and_noop_on_sqlite(engine, tmp_path):  # noqa: ANN001
+def test_optimize_tables_on_mariadb_and_noop_on_sqlite(engine, tmp_path):
     result = maintenance.optimize_tables(engine)
     assert result["ok"] is True
     assert set(result["tables"]) == {"counters", "audit_log"}
@@ -108,7 +108,7 @@ def test_optimize_tables_on_mariadb_and_noop_on_sqlite(engine, tmp_path):  # noq
     sqlite.dispose()
 
 
-def test_cleanup_idempotency_deletes_only_expired_records(engine):  # noqa: ANN001
+def test_cleanup_idempotency_deletes_only_expired_records(engine):
     def record(n: int, expires: datetime) -> dict:
         return dict(request_id=f"r{n}", client="alice", fingerprint="f", mode="generate",
                     counter_key="K", submitted_at=to_db(expires - timedelta(days=1)),
@@ -126,8 +126,8 @@ def test_cleanup_idempotency_deletes_only_expired_records(engine):  # noqa: ANN0
 
 
 def test_refresh_utilization_task_runs_under_its_lease(settings, engine,
-                                                       celery_session_app):  # noqa: ANN001
-    today = datetime.now(timezone.utc)
+                                                       celery_session_app):
+    today = datetime.now(UTC)
     with transaction(engine) as session:
         session.execute(insert(Counter).values(
             counter_key=f"P2|ORIGINATOR=A|Y{today.year}", project="P2", last_sequence=99,
@@ -137,7 +137,7 @@ def test_refresh_utilization_task_runs_under_its_lease(settings, engine,
     assert metrics.sequence_utilization.values() == {f"P2|ORIGINATOR=A|Y{today.year}": 1.0}
 
 
-def test_two_concurrent_runs_of_a_job_never_both_run(settings):  # noqa: ANN001
+def test_two_concurrent_runs_of_a_job_never_both_run(settings):
     running = threading.Event()
     release = threading.Event()
     ran: list[str] = []
@@ -165,7 +165,7 @@ def test_two_concurrent_runs_of_a_job_never_both_run(settings):  # noqa: ANN001
     assert beat.run_locked(settings, "archive_audit", lambda: "third") == "third"
 
 
-def _burst(settings, job: str, attempts: int = 6) -> tuple[list[int], list[object]]:  # noqa: ANN001
+def _burst(settings, job: str, attempts: int = 6) -> tuple[list[int], list[object]]:
     """``attempts`` threads call run_locked at the same instant; the one that gets in holds the
     lease until all the others have tried."""
     barrier = threading.Barrier(attempts)
@@ -184,7 +184,7 @@ def _burst(settings, job: str, attempts: int = 6) -> tuple[list[int], list[objec
 
         try:
             outcomes.append(beat.run_locked(settings, job, work))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             outcomes.append(exc)
         finally:
             if not ran or ran[0] != n:
@@ -198,8 +198,7 @@ def _burst(settings, job: str, attempts: int = 6) -> tuple[list[int], list[objec
     return ran, outcomes
 
 
-def test_a_burst_of_runs_executes_exactly_one(settings):  # noqa: ANN001
-    from shared.db import is_retryable
+def test_a_burst_of_runs_executes_exactly_one(settings):
 
     for _ in range(3):
         ran, outcomes = _burst(settings, "cleanup_idempotency")
@@ -209,13 +208,13 @@ def test_a_burst_of_runs_executes_exactly_one(settings):  # noqa: ANN001
         assert all(o == {"skipped": True} for o in losers), losers
 
 
-def test_a_losing_run_is_skipped_quietly(settings):  # noqa: ANN001
+def test_a_losing_run_is_skipped_quietly(settings):
     for _ in range(3):
         _, outcomes = _burst(settings, "cleanup_idempotency")
         assert all(o in ("ran", {"skipped": True}) for o in outcomes), outcomes
 
 
-def test_an_expired_lease_is_taken_over(settings, engine):  # noqa: ANN001
+def test_an_expired_lease_is_taken_over(settings, engine):
     """A run that died without releasing (worker SIGKILLed) blocks the job only until its lease
     expires."""
     assert beat.acquire_lease(engine, "optimize_tables", 60, FixedClock(NOW))
@@ -225,7 +224,7 @@ def test_an_expired_lease_is_taken_over(settings, engine):  # noqa: ANN001
                               FixedClock(NOW + timedelta(seconds=61)))
 
 
-def test_beat_schedule_routes_everything_to_the_maintenance_queue(celery_session_app):  # noqa: ANN001
+def test_beat_schedule_routes_everything_to_the_maintenance_queue(celery_session_app):
     from celery.schedules import schedule as interval
 
     entries = beat.beat_schedule()

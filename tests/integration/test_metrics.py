@@ -6,7 +6,7 @@ tests/e2e/test_metrics_multiprocess.py.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import redis as redis_lib
@@ -14,11 +14,11 @@ from kombu import Connection, Exchange, Producer, Queue
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, insert
 
-from api.metrics_collectors import QueueDepthCollector, RedisQueueDepth
-from shared import maintenance, metrics
-from shared.clock import FixedClock
-from shared.db import make_engine, transaction
-from shared.models import Counter
+from docnum.api.metrics_collectors import QueueDepthCollector, RedisQueueDepth
+from docnum.shared import maintenance, metrics
+from docnum.shared.clock import FixedClock
+from docnum.shared.db import make_engine, transaction
+from docnum.shared.models import Counter
 from tests.conftest import letter, wait_for
 
 BASE = "/api/v1/document-numbering"
@@ -32,19 +32,19 @@ ISSUE_METRICS = (
 )
 
 
-def scrape(client) -> dict:  # noqa: ANN001
+def scrape(client) -> dict:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     return {f.name: f for f in text_string_to_metric_families(response.get_data(as_text=True))}
 
 
-def samples(family, name: str | None = None, **labels: str) -> list:  # noqa: ANN001
+def samples(family, name: str | None = None, **labels: str) -> list:
     return [s for s in family.samples if (name is None or s.name == name)
             and all(s.labels.get(k) == v for k, v in labels.items())]
 
 
-def test_metrics_lists_every_metric_after_issuing(client, auth, seed):  # noqa: ANN001
+def test_metrics_lists_every_metric_after_issuing(client, auth, seed):
     seed()
     before = scrape(client)
     count_before = sum(s.value for s in samples(before["docnum_generation_duration_ms"],
@@ -72,7 +72,7 @@ def test_metrics_lists_every_metric_after_issuing(client, auth, seed):  # noqa: 
     assert 0 <= usage <= 100
 
 
-def test_queue_depth_counts_every_priority_list_kombu_writes(redis_base_url):  # noqa: ANN001
+def test_queue_depth_counts_every_priority_list_kombu_writes(redis_base_url):
     """Publish through kombu itself (with priorities) and read the depth back."""
     url = f"{redis_base_url}/12"
     name = f"docnum.test.{uuid.uuid4().hex[:8]}"
@@ -97,7 +97,7 @@ def test_queue_depth_counts_every_priority_list_kombu_writes(redis_base_url):  #
             client.delete(key)
 
 
-def test_queue_depth_without_broker_exports_no_samples():  # noqa: ANN201
+def test_queue_depth_without_broker_exports_no_samples():
     dead = RedisQueueDepth(redis_lib.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1))
     family = QueueDepthCollector(dead, ["docnum.shard.0"]).collect()[0]
     assert family.name == "docnum_queue_depth" and family.samples == []
@@ -108,7 +108,7 @@ def _counter(key: str, last: int, capacity: int) -> dict:
                 capacity=capacity, updated_at=datetime(2025, 6, 1))
 
 
-def test_utilization_reads_current_periods_only_and_caps_cardinality(engine):  # noqa: ANN001
+def test_utilization_reads_current_periods_only_and_caps_cardinality(engine):
     rows = [
         _counter("LCBP3|ORIGINATOR=A|Y2025", 9500, 9999),          # current year, 95 %
         _counter("LCBP3|ORIGINATOR=A|M2025-06", 10, 99),           # current month
@@ -120,7 +120,7 @@ def test_utilization_reads_current_periods_only_and_caps_cardinality(engine):  #
     ]
     with transaction(engine) as session:
         session.execute(insert(Counter), rows)
-    clock = FixedClock(datetime(2025, 6, 15, 12, 0, tzinfo=timezone.utc))
+    clock = FixedClock(datetime(2025, 6, 15, 12, 0, tzinfo=UTC))
     result = maintenance.refresh_utilization(engine, clock)
     values = metrics.sequence_utilization.values()
     assert set(values) == {r["counter_key"] for r in rows[:5]}
@@ -139,7 +139,7 @@ def test_utilization_reads_current_periods_only_and_caps_cardinality(engine):  #
         "LCBP3|CORR_TYPE=RFA|ALL", "LCBP3|ORIGINATOR=A|Y2025"]
 
 
-def test_current_periods_cover_every_time_zone():  # noqa: ANN201
+def test_current_periods_cover_every_time_zone():
     from datetime import date
 
     periods = maintenance.current_periods(date(2025, 12, 31))
@@ -147,7 +147,7 @@ def test_current_periods_cover_every_time_zone():  # noqa: ANN201
             "ALL"} == set(periods)
 
 
-def test_pool_usage_follows_checkouts(database_url):  # noqa: ANN001
+def test_pool_usage_follows_checkouts(database_url):
     engine = make_engine(database_url, pool_size=2)  # capacity 2 + 10 overflow = 12
     try:
         metrics.track_pool(engine)
@@ -162,11 +162,11 @@ def test_pool_usage_follows_checkouts(database_url):  # noqa: ANN001
         engine.dispose()
 
 
-def test_embedded_default_reads_queue_depth_from_the_sql_broker(tmp_path):  # noqa: ANN001
+def test_embedded_default_reads_queue_depth_from_the_sql_broker(tmp_path):
     """No Redis: the queue lives in kombu's SQLAlchemy transport (SQLite), and the depth too."""
-    from api.app import create_app
-    from shared.migrate import upgrade
-    from shared.settings import load_settings
+    from docnum.api.app import create_app
+    from docnum.shared.migrate import upgrade
+    from docnum.shared.settings import load_settings
 
     settings = load_settings({"DOCNUM_VAR_DIR": str(tmp_path / "var"), "DOCNUM_JWT_SECRET": "x" * 40,
                               "DOCNUM_QUEUE_SHARDS": "2"})

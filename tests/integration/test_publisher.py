@@ -6,9 +6,9 @@ import json
 
 import redis
 
-from api.publisher import RedisTaskPublisher
-from workers.celery_app import make_celery
-from workers.tasks import ALLOCATE_TASK
+from docnum.api.publisher import RedisTaskPublisher
+from docnum.workers.celery_app import make_celery
+from docnum.workers.tasks import ALLOCATE_TASK
 from tests.conftest import make_settings
 
 QUEUE = "docnum.shard.0"
@@ -21,7 +21,7 @@ def _decode(raw: bytes) -> dict:
 
 
 def test_message_matches_celery_send_task(fresh_redis_dbs, database_url,
-                                          tmp_path):  # noqa: ANN001
+                                          tmp_path):
     broker, backend = fresh_redis_dbs(2)
     celery = make_celery(make_settings(database_url, broker, backend, tmp_path))
     client = redis.Redis.from_url(broker)

@@ -10,19 +10,19 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from api.ratelimit import storage_uri
-from shared.db import transaction
-from shared.models import IssuedNumber
+from docnum.api.ratelimit import storage_uri
+from docnum.shared.db import transaction
+from docnum.shared.models import IssuedNumber
 from tests.conftest import letter
 
 BASE = "/api/v1/document-numbering"
 
 
 @pytest.fixture
-def limited_app(settings, celery_session_app, celery_session_worker):  # noqa: ANN001, ANN201
-    from api.app import create_app
+def limited_app(settings, celery_session_app, celery_session_worker):
+    from docnum.api.app import create_app
 
-    def make(**limits: str):  # noqa: ANN202
+    def make(**limits: str):
         app = create_app(settings.with_overrides(**limits), celery=celery_session_app)
         app.testing = True
         return app
@@ -39,7 +39,7 @@ def ip() -> str:
     return f"10.{raw[0]}.{raw[1]}.{raw[2] or 1}"
 
 
-def test_per_user_limit_is_shared_by_the_issuing_routes(limited_app, auth, seed, engine):  # noqa: ANN001
+def test_per_user_limit_is_shared_by_the_issuing_routes(limited_app, auth, seed, engine):
     seed()
     app = limited_app(rate_limit_user="3/minute", rate_limit_ip="1000/minute")
     client = app.test_client()
@@ -71,7 +71,7 @@ def test_per_user_limit_is_shared_by_the_issuing_routes(limited_app, auth, seed,
                           environ_base=env).status_code == 200
 
 
-def test_per_ip_limit_counts_every_user_of_an_address(limited_app, auth, seed):  # noqa: ANN001
+def test_per_ip_limit_counts_every_user_of_an_address(limited_app, auth, seed):
     seed()
     app = limited_app(rate_limit_user="1000/minute", rate_limit_ip="4/minute")
     client = app.test_client()
@@ -86,7 +86,7 @@ def test_per_ip_limit_counts_every_user_of_an_address(limited_app, auth, seed): 
     assert elsewhere.status_code == 201
 
 
-def test_unauthenticated_calls_are_limited_by_address_and_still_401(limited_app, auth, seed):  # noqa: ANN001
+def test_unauthenticated_calls_are_limited_by_address_and_still_401(limited_app, auth, seed):
     seed()
     app = limited_app(rate_limit_user="2/minute", rate_limit_ip="1000/minute")
     client = app.test_client()
@@ -97,7 +97,7 @@ def test_unauthenticated_calls_are_limited_by_address_and_still_401(limited_app,
     assert codes == [401, 401, 429]
 
 
-def test_redis_down_never_turns_into_errors(limited_app, auth, seed, engine):  # noqa: ANN001
+def test_redis_down_never_turns_into_errors(limited_app, auth, seed, engine):
     """The limiter's Redis is unreachable: no 5xx, issuing keeps working (DB-only path), and
     the budgets still hold, counted in the process's memory."""
     seed()
@@ -118,7 +118,7 @@ def test_redis_down_never_turns_into_errors(limited_app, auth, seed, engine):  #
     assert other.status_code == 201
 
 
-def test_storage_uri_follows_the_result_backend(settings):  # noqa: ANN001
+def test_storage_uri_follows_the_result_backend(settings):
     assert storage_uri(settings) == settings.result_backend
     embedded = settings.with_overrides(result_backend="db+sqlite:///var/results.sqlite")
     assert storage_uri(embedded) == "memory://"

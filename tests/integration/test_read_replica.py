@@ -16,15 +16,15 @@ BASE = "/api/v1/document-numbering"
 
 
 @pytest.fixture(scope="module")
-def replica_url(server_db_url: str):  # noqa: ANN201
+def replica_url(server_db_url: str):
     """A second database standing in for a replica that has seen nothing yet."""
     with throwaway_database(server_db_url, "docnum_r") as url:
         yield url
 
 
 @pytest.fixture
-def replica_client(app, settings, celery_session_app, replica_url):  # noqa: ANN001, ANN201
-    from api.app import create_app
+def replica_client(app, settings, celery_session_app, replica_url):
+    from docnum.api.app import create_app
 
     replica_app = create_app(settings.with_overrides(database_replica_url=replica_url),
                              celery=celery_session_app)
@@ -33,7 +33,7 @@ def replica_client(app, settings, celery_session_app, replica_url):  # noqa: ANN
 
 
 def test_reads_use_the_replica_and_issuing_the_primary(client, replica_client, seed,
-                                                       auth):  # noqa: ANN001
+                                                       auth):
     seed()
     # Allocation on the primary: the catalog and config checks, the worker's transaction.
     issued = replica_client.post(f"{BASE}/generate?timeout=10", json=letter(), headers=auth())

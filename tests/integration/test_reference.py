@@ -7,14 +7,14 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from shared.db import transaction
-from shared.models import AuditRow, CatalogEntry
+from docnum.shared.db import transaction
+from docnum.shared.models import AuditRow, CatalogEntry
 from tests.conftest import letter
 
 BASE = "/api/v1/document-numbering"
 
 
-def test_catalog_put_get_list(client, auth):  # noqa: ANN001
+def test_catalog_put_get_list(client, auth):
     headers = auth()
     created = client.put(f"{BASE}/catalog/organization/คคง.", json={"name": "คณะกรรมการ"},
                          headers=headers)
@@ -41,14 +41,14 @@ def test_catalog_put_get_list(client, auth):  # noqa: ANN001
     ("organization", "zero\u200bwidth", 422),
     ("organization", "bidi\u202eevil", 422),
 ])
-def test_catalog_refuses_bad_codes(client, auth, engine, kind, code, status):  # noqa: ANN001
+def test_catalog_refuses_bad_codes(client, auth, engine, kind, code, status):
     response = client.put(f"{BASE}/catalog/{kind}/{code}", json={"name": "n"}, headers=auth())
     assert response.status_code == status, response.json
     with transaction(engine) as session:
         assert session.scalar(select(CatalogEntry)) is None
 
 
-def test_config_lifecycle_and_history(client, auth, seed, engine):  # noqa: ANN001
+def test_config_lifecycle_and_history(client, auth, seed, engine):
     seed({})
     headers = auth("admin")
     created = client.post(f"{BASE}/configs", headers=headers, json={
@@ -98,7 +98,7 @@ def test_config_lifecycle_and_history(client, auth, seed, engine):  # noqa: ANN0
     ("{YYYY}-{SEQ:4}", "FISCAL_YEARLY", "reset_needs_fiscal_year"),
     ("{FOO}-{SEQ:4}", "NONE", "unknown_token"),
 ])
-def test_invalid_templates_are_refused(client, auth, seed, template, reset, rule):  # noqa: ANN001
+def test_invalid_templates_are_refused(client, auth, seed, template, reset, rule):
     seed({})
     response = client.post(f"{BASE}/configs", headers=auth(), json={
         "project": "LCBP3", "correspondence_type": "LETTER", "template": template,
@@ -109,7 +109,7 @@ def test_invalid_templates_are_refused(client, auth, seed, template, reset, rule
     assert rule in response.json["detail"]
 
 
-def test_project_default_config_is_used_when_no_exact_match(client, auth, seed):  # noqa: ANN001
+def test_project_default_config_is_used_when_no_exact_match(client, auth, seed):
     seed({})
     client.post(f"{BASE}/configs", headers=auth(), json={
         "project": "LCBP3", "correspondence_type": None,
@@ -120,7 +120,7 @@ def test_project_default_config_is_used_when_no_exact_match(client, auth, seed):
     assert response.json["document_number"] == "LCBP3-MEMO-00001-2025"
 
 
-def test_catalog_load_cli(tmp_path, settings, engine):  # noqa: ANN001
+def test_catalog_load_cli(tmp_path, settings, engine):
     yaml_file = tmp_path / "catalog.yaml"
     yaml_file.write_text("project:\n  - {code: LCBP3, name: Laem Chabang 3}\n"
                          "organization:\n  - {code: คคง., name: คณะกรรมการ}\n"
@@ -131,7 +131,7 @@ def test_catalog_load_cli(tmp_path, settings, engine):  # noqa: ANN001
     env = {"DOCNUM_DATABASE_URL": settings.database_url, "DOCNUM_JWT_SECRET": "x" * 40,
            "DOCNUM_VAR_DIR": str(tmp_path / "var"), "PATH": "/usr/bin:/bin"}
     for path in (yaml_file, csv_file, yaml_file):
-        result = subprocess.run([sys.executable, "-m", "cli.main", "catalog", "load", str(path)],
+        result = subprocess.run([sys.executable, "-m", "docnum.cli.main", "catalog", "load", str(path)],
                                 env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
     assert "3 entries read, 0 created or changed" in result.stdout  # loading again is a no-op

@@ -3,12 +3,12 @@ config history acceptance of issue 3.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, insert, select, update
 
-from shared.db import transaction
-from shared.models import AuditArchiveRow, AuditRow, IssuedNumber
+from docnum.shared.db import transaction
+from docnum.shared.models import AuditArchiveRow, AuditRow, IssuedNumber
 from tests.conftest import letter
 
 BASE = "/api/v1/document-numbering"
@@ -16,19 +16,19 @@ LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 RFI_KEY = "LCBP3|CORR_TYPE=RFI|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 
 
-def generate(client, auth, body, **headers):  # noqa: ANN001, ANN201
+def generate(client, auth, body, **headers):
     response = client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth(**headers))
     assert response.status_code == 201, response.get_data(as_text=True)
     return response.json
 
 
-def reserve(client, auth, body):  # noqa: ANN001, ANN201
+def reserve(client, auth, body):
     response = client.post(f"{BASE}/reserve?timeout=10", json=body, headers=auth())
     assert response.status_code == 201, response.get_data(as_text=True)
     return response.json
 
 
-def pages(client, url: str, headers: dict) -> list[list[dict]]:  # noqa: ANN001
+def pages(client, url: str, headers: dict) -> list[list[dict]]:
     out, cursor = [], None
     while True:
         sep = "&" if "?" in url else "?"
@@ -42,7 +42,7 @@ def pages(client, url: str, headers: dict) -> list[list[dict]]:  # noqa: ANN001
 
 # --------------------------------------------------------------------------- audit
 
-def archive(engine, ids: list[int]) -> None:  # noqa: ANN001
+def archive(engine, ids: list[int]) -> None:
     """Move audit rows to the archive as maintenance does: same ids, same content."""
     columns = [c.name for c in AuditRow.__table__.columns]
     with transaction(engine) as session:
@@ -52,7 +52,7 @@ def archive(engine, ids: list[int]) -> None:  # noqa: ANN001
         session.execute(delete(AuditRow).where(AuditRow.id.in_(ids)))
 
 
-def test_audit_filters_and_pages_through_live_and_archive(client, auth, seed, engine):  # noqa: ANN001
+def test_audit_filters_and_pages_through_live_and_archive(client, auth, seed, engine):
     seed()
     numbers = [generate(client, auth, letter(), sub=s)["document_number"]
                for s in ("alice", "bob", "alice", "carol", "alice")]
@@ -76,7 +76,7 @@ def test_audit_filters_and_pages_through_live_and_archive(client, auth, seed, en
     assert by_number["next_cursor"] is None
 
     # Time window: push the archived rows three years back.
-    old = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=3 * 365)
+    old = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=3 * 365)
     with transaction(engine) as session:
         session.execute(update(AuditArchiveRow).values(created_at=old))
     recent = client.get(f"{BASE}/audit?from={(old + timedelta(days=1)).date()}",
@@ -97,7 +97,7 @@ def test_audit_filters_and_pages_through_live_and_archive(client, auth, seed, en
     assert client.get(f"{BASE}/audit", headers=clerk).status_code == 403
 
 
-def test_audit_covers_every_operation_with_who_where_and_what(client, auth, seed, engine):  # noqa: ANN001
+def test_audit_covers_every_operation_with_who_where_and_what(client, auth, seed, engine):
     """Every operation of SPEC §4 this service performs writes a row with actor, ip, request id
     and before/after (GENERATE/RESERVE/EXPIRE by their own paths)."""
     ids = seed()
@@ -140,7 +140,7 @@ def test_audit_covers_every_operation_with_who_where_and_what(client, auth, seed
 
 # --------------------------------------------------------------------------- counters
 
-def test_counters_with_capacity_utilization_and_type_filter(client, auth, seed):  # noqa: ANN001
+def test_counters_with_capacity_utilization_and_type_filter(client, auth, seed):
     seed()
     for _ in range(3):
         generate(client, auth, letter())
@@ -172,9 +172,9 @@ def test_counters_with_capacity_utilization_and_type_filter(client, auth, seed):
 
 # --------------------------------------------------------------------------- gaps
 
-def test_gaps_list_every_sequence_that_is_not_confirmed(client, auth, seed, engine):  # noqa: ANN001
-    from shared import lifecycle
-    from shared.clock import FixedClock
+def test_gaps_list_every_sequence_that_is_not_confirmed(client, auth, seed, engine):
+    from docnum.shared import lifecycle
+    from docnum.shared.clock import FixedClock
 
     seed()
     generate(client, auth, letter())                                          # 1 confirmed
@@ -189,7 +189,7 @@ def test_gaps_list_every_sequence_that_is_not_confirmed(client, auth, seed, engi
             IssuedNumber.document_number == expired["document_number"])
             .values(reservation_expires_at=datetime(2025, 1, 1)))
     assert lifecycle.expire_overdue(engine, FixedClock(datetime(2025, 6, 1,
-                                                                tzinfo=timezone.utc))) == {
+                                                                tzinfo=UTC))) == {
         "expired": 1}
     replaced = client.post(f"{BASE}/admin/void-and-replace", json={
         "document_number": voided["document_number"], "reason": "wrong subject",
@@ -237,7 +237,7 @@ def test_gaps_list_every_sequence_that_is_not_confirmed(client, auth, seed, engi
 # --------------------------------------------------------------------------- config history
 
 def test_config_changes_need_a_reason_and_never_touch_issued_numbers(client, auth, seed,
-                                                                      engine):  # noqa: ANN001
+                                                                      engine):
     ids = seed()
     issued = generate(client, auth, letter())
     url = f"{BASE}/configs/{ids['LETTER']}"

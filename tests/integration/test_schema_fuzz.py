@@ -31,7 +31,7 @@ MAX_EXAMPLES = 20
 BUDGET_S = 150.0
 
 
-def test_no_server_error_and_every_answer_as_documented(app, seed, token):  # noqa: ANN001
+def test_no_server_error_and_every_answer_as_documented(app, seed, token):
     seed()  # a catalog and configs, so valid-looking requests reach the issuing code
     headers = {"Authorization": f"Bearer {token('fuzzer', ALL_PERMS, ['SUPER_ADMIN'])}"}
     schema = schemathesis.openapi.from_wsgi(f"{BASE}/openapi.json", app)
@@ -39,7 +39,7 @@ def test_no_server_error_and_every_answer_as_documented(app, seed, token):  # no
     calls = {"n": 0}
     queued: list[str] = []
 
-    def check(case) -> None:  # noqa: ANN001
+    def check(case) -> None:
         calls["n"] += 1
         key = (case.headers or {}).get("Idempotency-Key")
         if isinstance(key, str) and 0 < len(key) <= 200 and key.isascii() and key.isprintable():
@@ -63,7 +63,7 @@ def test_no_server_error_and_every_answer_as_documented(app, seed, token):  # no
         operations += 1
         try:
             run()
-        except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - reported below
+        except (Exception, BaseExceptionGroup) as exc:  # reported below
             # (schemathesis's FailureGroup is a BaseExceptionGroup, not an Exception)
             failures[operation.label] = f"{type(exc).__name__}: {exc}"[:4000]
         assert time.monotonic() - started < BUDGET_S, "schema fuzzing over its time budget"

@@ -4,9 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from api.console import i18n
-from shared.audit import OPERATIONS  # noqa: F401 - operations are shown as codes, not words
-from shared.templates import RESETS
+from docnum.api.console import i18n
+from docnum.shared.templates import RESETS
 
 CONSOLE = Path(__file__).resolve().parents[2] / "api" / "console"
 # A literal key: t('nav.audit') or i18n.t("login.welcome", ...); not a prefix like t('rule.' ~ x).

@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 import time
 
-from shared.console import ImportStash, utilization_level
+from docnum.shared.console import ImportStash, utilization_level
 
 
 class DeadRedis:
-    def __getattr__(self, name: str):  # noqa: ANN204
-        def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def __getattr__(self, name: str):
+        def fail(*args, **kwargs):
             raise ConnectionError("redis is down")
         return fail
 
@@ -28,7 +28,7 @@ class DictRedis:
         self.data.pop(key, None)
 
 
-def test_directory_stash_keeps_a_private_file_for_an_hour(tmp_path) -> None:  # noqa: ANN001
+def test_directory_stash_keeps_a_private_file_for_an_hour(tmp_path) -> None:
     stash = ImportStash(tmp_path / "imports", None, ttl=3600)
     stash_id = stash.put(b"document_number\n")
     path = tmp_path / "imports" / stash_id
@@ -43,7 +43,7 @@ def test_directory_stash_keeps_a_private_file_for_an_hour(tmp_path) -> None:  # 
     assert stash.get(other) is None
 
 
-def test_redis_stash_and_the_fallback_when_redis_is_down(tmp_path) -> None:  # noqa: ANN001
+def test_redis_stash_and_the_fallback_when_redis_is_down(tmp_path) -> None:
     redis = DictRedis()
     stash = ImportStash(tmp_path / "imports", redis)
     stash_id = stash.put(b"abc")

@@ -1,15 +1,15 @@
 """Template engine (SPEC §3): vectors for every token and rule, plus hypothesis properties."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.context import NumberingContext
-from shared.errors import DocnumError, TemplateInvalid
-from shared.templates import (
+from docnum.shared.context import NumberingContext
+from docnum.shared.errors import DocnumError, TemplateInvalid
+from docnum.shared.templates import (
     RESETS,
     check_number_length,
     counter_key,
@@ -86,7 +86,7 @@ def test_counter_scope_drops_dimensions_but_keeps_project() -> None:
 
 
 def test_bangkok_new_year() -> None:
-    day = local_date(datetime(2025, 12, 31, 17, 30, tzinfo=timezone.utc), "Asia/Bangkok")
+    day = local_date(datetime(2025, 12, 31, 17, 30, tzinfo=UTC), "Asia/Bangkok")
     assert day == date(2026, 1, 1)
     assert local_date(datetime(2025, 12, 31, 16, 59), "Asia/Bangkok") == DAY  # naive = UTC
     assert render(LETTER, ctx(), day=day) == "คคง.-สคฉ.3-0001-2569"
@@ -94,7 +94,7 @@ def test_bangkok_new_year() -> None:
 
 def test_unknown_time_zone() -> None:
     with pytest.raises(ValueError, match="Mars/Olympus"):
-        local_date(datetime(2025, 1, 1, tzinfo=timezone.utc), "Mars/Olympus")
+        local_date(datetime(2025, 1, 1, tzinfo=UTC), "Mars/Olympus")
 
 
 @pytest.mark.parametrize(("token", "start_month", "expected"), [
