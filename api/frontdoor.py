@@ -2,7 +2,7 @@
 
 Queue mode: claim the request id in the request store (Idempotency-Key → one request id),
 publish one message on the shard queue of its counter key, and either return 202 or wait for
-the answer. DB-only mode (Redis unreachable, SPEC §6): allocate right here through the same
+the answer. DB-only mode (Redis unreachable, docs/reference.md#failure-behaviour): allocate right here through the same
 ``allocate_numbers`` the workers call, marked ``fallback_used=DB_ONLY``.
 """
 from __future__ import annotations
@@ -161,7 +161,7 @@ def answer_from_result(request_id: str, result: dict) -> Answer:
     error = DocnumError.from_dict(result.get("error") or {})
     if error.status == 503 and error.retry_after is None:
         # Answers stored before errors carried Retry-After across the result backend;
-        # SPEC §6 wants every 503 to carry one.
+        # docs/reference.md#failure-behaviour wants every 503 to carry one.
         error.retry_after = service_busy().retry_after
     return Answer(request_id, "failed", error=error)
 

@@ -1,4 +1,4 @@
-"""The OpenAPI 3 document of every route (SPEC §5), built once from small tables."""
+"""The OpenAPI 3 document of every route (docs/reference.md#http-api), built once from small tables."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -193,7 +193,7 @@ TIMEOUT = _query("timeout", {"type": "number", "minimum": 0, "maximum": 30})
 ISSUE_BODY = {"allOf": [_ref("NumberingContext"), {"type": "object", "properties": {
     "mode": {"type": "string", "enum": ["generate", "reserve"]}}}]}
 # Examples (also what schemathesis's examples phase sends first, tests/integration/
-# test_schema_fuzz.py): the SPEC's letter from คคง. to สคฉ.3.
+# test_schema_fuzz.py): the reference's letter from คคง. to สคฉ.3.
 CONTEXT_EXAMPLE = {"project": "LCBP3", "correspondence_type": "LETTER", "originator": "คคง.",
                    "recipient": "สคฉ.3", "document_date": "2025-06-15"}
 NUMBER_EXAMPLE = "คคง.-สคฉ.3-0001-2568"

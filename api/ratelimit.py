@@ -1,4 +1,4 @@
-"""Rate limits on the issuing routes (SPEC §5): per user and per client IP, on Redis.
+"""Rate limits on the issuing routes (docs/reference.md#http-api): per user and per client IP, on Redis.
 
 ``/requests``, ``/generate`` and ``/reserve`` share one budget per user (``sub`` of the bearer
 token, ``DOCNUM_RATE_LIMIT_USER``, default 10/minute) and one per IP address

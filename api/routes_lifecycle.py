@@ -1,4 +1,4 @@
-"""Two-phase issue: POST /confirm and POST /cancel a reservation (SPEC §5, issue 3)."""
+"""Two-phase issue: POST /confirm and POST /cancel a reservation (docs/reference.md#post-confirm)."""
 from __future__ import annotations
 
 from flask import Blueprint

@@ -1,4 +1,4 @@
-"""Reference data: the catalog (SPEC §2) and numbering configs (SPEC §3)."""
+"""Reference data: the catalog (docs/reference.md#reference-catalog) and numbering configs (docs/reference.md#numbering-configs)."""
 from __future__ import annotations
 
 from flask import Blueprint, request

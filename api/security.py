@@ -1,4 +1,4 @@
-"""Bearer-token authentication and the permission checks of SPEC §5."""
+"""Bearer-token authentication and the permission checks of docs/reference.md#http-api."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,4 @@
-"""The ``docnum`` command line (SPEC §7)."""
+"""The ``docnum`` command line (docs/reference.md#configuration)."""
 from __future__ import annotations
 
 import argparse

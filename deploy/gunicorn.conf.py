@@ -14,7 +14,7 @@ opens nothing and imports only the standard library and that settings module, so
 it and read the values.
 
 Timeouts, from the client inwards (each layer outlasts the one inside it):
-  /generate and /reserve wait up to 30 s for the worker      (SPEC §5, ?timeout=0..30)
+  /generate and /reserve wait up to 30 s for the worker      (docs/reference.md#http-api, ?timeout=0..30)
   nginx proxy_read_timeout 35 s                               (deploy/nginx/conf.d/docnum.conf)
   gunicorn timeout 40 s: kills a worker silent for longer     (api/gunicorn_conf.py)
 """

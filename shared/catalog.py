@@ -1,4 +1,4 @@
-"""The reference catalog (SPEC §2): projects, organizations, types and disciplines, named by code."""
+"""The reference catalog (docs/reference.md#reference-catalog): projects, organizations, types and disciplines, named by code."""
 from __future__ import annotations
 
 import csv

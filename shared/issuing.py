@@ -66,7 +66,7 @@ class AllocationRequest:
 
 
 def parse_context(body: object) -> NumberingContext:
-    """The numbering context of SPEC §5, with a clear field error for anything malformed."""
+    """The numbering context of docs/reference.md#http-api, with a clear field error for anything malformed."""
     if not isinstance(body, dict):
         raise DocnumError("VALIDATION_FAILED", "the body must be a JSON object")
     errors: list[FieldError] = []

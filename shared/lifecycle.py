@@ -1,4 +1,4 @@
-"""Number lifecycle after issue: confirm, cancel, expire, void and replace (SPEC §4).
+"""Number lifecycle after issue: confirm, cancel, expire, void and replace (docs/reference.md#the-ledger).
 
 States: ``RESERVED`` → ``CONFIRMED`` | ``CANCELLED`` | ``EXPIRED``; ``CONFIRMED`` → ``VOID``.
 Nothing else. Every transition runs in one transaction that first locks the ledger row

@@ -175,7 +175,7 @@ class _AuditColumns:
 
 
 class AuditRow(_AuditColumns, Base):
-    """Append-only. One row per operation (SPEC §4)."""
+    """Append-only. One row per operation (docs/reference.md#the-ledger)."""
 
     __tablename__ = "audit_log"
     __table_args__ = (

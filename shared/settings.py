@@ -1,4 +1,4 @@
-"""Typed settings, read from ``DOCNUM_*`` environment variables in this one place (SPEC §7).
+"""Typed settings, read from ``DOCNUM_*`` environment variables in this one place (docs/reference.md#configuration).
 
 With nothing set, docnum runs on an embedded default that needs no server: a SQLite database and
 a SQL-backed Celery broker under ``./var/``, and a JWT secret generated once into ``./var/``.

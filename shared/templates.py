@@ -1,4 +1,4 @@
-"""Document-number templates (SPEC §3): parse, validate, render, key, and parse back.
+"""Document-number templates (docs/reference.md#numbering-configs): parse, validate, render, key, and parse back.
 
 Everything here is a pure function: no database, no environment, no clock. Callers pass the
 day (``local_date`` turns "now" into the day in ``DOCNUM_TIMEZONE``) and the config's fiscal-year
@@ -107,7 +107,7 @@ def _describe_char(ch: str) -> str:
 # --------------------------------------------------------------------------- parsing
 
 def parse_template(template: str) -> ParsedTemplate:
-    """Split a template into tokens, enforcing the syntax rules of SPEC §3.2.
+    """Split a template into tokens, enforcing the syntax rules of docs/reference.md#template-validation.
 
     Checks emptiness, length, literal characters, braces, unknown tokens and the single
     {SEQ:n}. The reset and counter_scope rules need the config: see ``validate_template``.
@@ -218,7 +218,7 @@ def _single_seq(tokens: Sequence[Token]) -> Token:
 
 def validate_template(template: str, reset: str,
                       counter_scope: list[str] | None = None) -> ParsedTemplate:
-    """Every rule of SPEC §3.2 plus the counter_scope rule of §3.3; raises TemplateInvalid."""
+    """Every rule of docs/reference.md#template-validation plus the counter_scope rule of §3.3; raises TemplateInvalid."""
     parsed = parse_template(template)
     _check_reset(parsed, reset)
     _check_counter_scope(parsed, counter_scope)
@@ -364,7 +364,7 @@ def _key_dimensions(parsed: ParsedTemplate, counter_scope: list[str] | None) -> 
 def counter_key(parsed: ParsedTemplate, ctx: NumberingContext, reset: str, day: date,
                 fiscal_year_start_month: int = 10,
                 counter_scope: list[str] | None = None) -> str:
-    """Canonical counter key, e.g. ``LCBP3|CORR_TYPE=RFI|ORIGINATOR=คคง.|Y2025`` (SPEC §3.3).
+    """Canonical counter key, e.g. ``LCBP3|CORR_TYPE=RFI|ORIGINATOR=คคง.|Y2025`` (docs/reference.md#counter-keys-and-periods).
 
     The project always leads (without a ``PROJECT=`` prefix); then each dimension the template
     shows (restricted to ``counter_scope`` when given; ``[]`` keeps only the project), in
@@ -412,7 +412,7 @@ def _check_sequence(parsed: ParsedTemplate, sequence: int) -> None:
 
 def render_number(parsed: ParsedTemplate, ctx: NumberingContext, sequence: int, day: date,
                   fiscal_year_start_month: int = 10) -> str:
-    """Render every token of SPEC §3.1. The 10-50 length rule is ``check_number_length``'s job."""
+    """Render every token of docs/reference.md#tokens. The 10-50 length rule is ``check_number_length``'s job."""
     codes = _codes(ctx, parsed.needed_fields())
     _check_sequence(parsed, sequence)
     dates = _date_parts(_kinds(parsed), day, fiscal_year_start_month)
