@@ -13,9 +13,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from docnum.api.frontdoor import FrontDoor, RedisHealth
+from docnum.api.frontdoor.request_store import RedisRequestStore, SqlRequestStore
+from docnum.api.frontdoor.waiter import PollingWaiter, PubSubWaiter
 from docnum.api.problems import problem_response
-from docnum.api.request_store import RedisRequestStore, SqlRequestStore
-from docnum.api.waiter import PollingWaiter, PubSubWaiter
 from docnum.shared import metrics, redis_urls
 from docnum.shared.clock import Clock, SystemClock
 from docnum.shared.db import get_engine, is_unreachable, service_busy

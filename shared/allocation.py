@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 from sqlalchemy import bindparam, insert, select, update
@@ -31,11 +31,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from docnum.shared import metrics, templates
-from docnum.shared.clock import Clock, iso, to_db
-from docnum.shared.db import is_retryable, is_unreachable, service_busy, transaction
+from docnum.shared.clock import Clock, SystemClock, iso, to_db
+from docnum.shared.db import get_engine, is_retryable, is_unreachable, service_busy, transaction
 from docnum.shared.errors import DocnumError
 from docnum.shared.issuing import AllocationRequest
 from docnum.shared.models import AuditRow, Counter, IssuedNumber
+from docnum.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -456,6 +457,76 @@ def _write(counter_key: str, plans: list[_Plan], ledger_rows: list[dict],
     return result
 
 
+# While the database is unreachable a batch waits and tries again, up to this long, before it
+# fails its requests with SERVICE_BUSY (a queued message is only acknowledged after that).
+DB_OUTAGE_PATIENCE_S = 20.0
+
+
+def serve_requests(settings: Settings, requests: list[AllocationRequest], *,
+                   fallback_used: str = "NONE") -> list[Outcome]:
+    """Allocate a batch: grouped by counter key, all keys in one transaction; keeps order."""
+    engine = get_engine(settings.database_url, pre_ping=False)
+    clock = SystemClock()
+    groups: dict[str, list[AllocationRequest]] = {}
+    for request in requests:
+        groups.setdefault(request.counter_key, []).append(request)
+    served = _allocate_patiently(settings, engine, groups, clock, fallback_used)
+    position = {key: 0 for key in served}
+    outcomes = []
+    for request in requests:
+        outcomes.append(served[request.counter_key][position[request.counter_key]])
+        position[request.counter_key] += 1
+    return outcomes
+
+
+def _allocate_patiently(settings: Settings, engine: Engine,
+                        groups: dict[str, list[AllocationRequest]], clock: Clock,
+                        fallback_used: str) -> dict[str, list[Outcome]]:
+    deadline = time.monotonic() + DB_OUTAGE_PATIENCE_S
+    delay = 0.25
+    everyone = [r for group in groups.values() for r in group]
+    while True:
+        try:
+            return allocate_many(engine, groups, clock=clock,
+                                 reservation_ttl=settings.reservation_ttl,
+                                 fallback_used=fallback_used)
+        except DocnumError as exc:
+            if exc.code != "SERVICE_BUSY" or time.monotonic() + delay > deadline:
+                record_failures(engine, everyone, exc, clock=clock, fallback_used=fallback_used)
+                return {key: [Outcome(r.request_id, error=exc) for r in group]
+                        for key, group in groups.items()}
+            log.warning("database unavailable for %d keys; retrying in %.2fs", len(groups), delay)
+            time.sleep(delay)
+            # At most 1 s between attempts (one connect attempt each): the queue moves again
+            # within about a second of the database's return.
+            delay = min(delay * 2, 1.0)
+        except Exception:  # every request must get an answer, never a silent loss
+            log.exception("allocation failed on %s", sorted(groups))
+            error = DocnumError("INTERNAL_ERROR", "the allocation failed; the request can be "
+                                                  "retried with the same Idempotency-Key")
+            record_failures(engine, everyone, error, clock=clock, fallback_used=fallback_used)
+            return {key: [Outcome(r.request_id, error=error) for r in group]
+                    for key, group in groups.items()}
+
+
+def observe_generation(request: AllocationRequest, outcome: Outcome) -> None:
+    """docnum_generation_duration_ms: from acceptance at the front door to the answer."""
+    started = request.submitted_at
+    if not started:
+        return
+    try:
+        began = datetime.fromisoformat(started.replace("Z", "+00:00"))
+    except ValueError:
+        return
+    elapsed_ms = (SystemClock().now() - began).total_seconds() * 1000
+    status = "success" if outcome.ok else outcome.error.code.lower()
+    ctx = request.context
+    metrics.generation_duration.labels(ctx.project, ctx.correspondence_type or "",
+                                       status).observe(max(elapsed_ms, 0))
+    metrics.retry_count.labels(ctx.project, ctx.correspondence_type or "").observe(
+        outcome.retry_count)
+
+
 def record_failures(engine: Engine, requests: list[AllocationRequest], error: DocnumError, *,
                     clock: Clock, fallback_used: str = "NONE") -> None:
     """Best effort: an audit row for requests that failed outside the allocation transaction."""
@@ -473,5 +544,6 @@ def record_failures(engine: Engine, requests: list[AllocationRequest], error: Do
         log.warning("could not record %d failed requests (%s)", len(rows), error.code)
 
 
-__all__ = ["Outcome", "allocate_groups_in_session", "allocate_in_session", "allocate_numbers",
-           "iso", "lock_counter", "lock_counters", "record_failures"]
+__all__ = ["DB_OUTAGE_PATIENCE_S", "Outcome", "allocate_groups_in_session", "allocate_in_session",
+           "allocate_numbers", "iso", "lock_counter", "lock_counters", "observe_generation",
+           "record_failures", "serve_requests"]

@@ -9,6 +9,8 @@ from hashlib import blake2b
 
 SHARD_QUEUE_PREFIX = "docnum.shard."
 MAINTENANCE_QUEUE = "docnum.maintenance"
+# The Celery task name of an allocation message (a list of requests for one shard).
+ALLOCATE_TASK = "docnum.allocate"
 
 
 def shard_for(counter_key: str, shards: int) -> int:

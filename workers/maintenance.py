@@ -2,7 +2,9 @@
 
 Every job runs under a named lease in the database (``maintenance_locks``), so a slow run and
 the next tick — or two beats started by mistake — cannot do the same work twice at once.
-The work itself lives in ``shared/`` and is tested there by calling it directly.
+Each job is declared once, with ``@periodic``: its name, schedule, lease and body sit together,
+and beat's schedule and the Celery tasks are derived from that declaration. The work itself
+lives in ``shared/`` and is tested there by calling it directly.
 """
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from celery import Celery
 from celery.schedules import crontab
 from sqlalchemy import or_, update
 from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
+from docnum.shared import lifecycle, maintenance
 from docnum.shared.clock import Clock, SystemClock, to_db
 from docnum.shared.db import get_engine, is_retryable, transaction
 from docnum.shared.models import MaintenanceLock
@@ -26,32 +31,69 @@ from docnum.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# job name -> (task name, schedule, lease seconds)
-SCHEDULE: dict[str, tuple[str, object, int]] = {
-    "expire_reservations": ("docnum.maintenance.expire_reservations", 15.0, 60),
-    "archive_audit": ("docnum.maintenance.archive_audit", crontab(minute=30, hour=3), 3600),
-    "optimize_tables": ("docnum.maintenance.optimize_tables",
-                        crontab(minute=0, hour=4, day_of_week=0), 3600),
-    "refresh_utilization": ("docnum.maintenance.refresh_utilization", 60.0, 120),
-    "cleanup_idempotency": ("docnum.maintenance.cleanup_idempotency",
-                            crontab(minute=15), 600),
-}
+@dataclass(frozen=True)
+class Job:
+    """A periodic maintenance job: its name, when it runs, how long its lease lasts, its body."""
+
+    name: str
+    schedule: float | crontab   # seconds between runs, or a crontab
+    lease_s: int                # a tick that waited longer than this is dropped, not run late
+    body: Callable[[Engine], object]
+
+    @property
+    def task_name(self) -> str:
+        return f"docnum.maintenance.{self.name}"
+
+
+JOBS: dict[str, Job] = {}
+
+
+def periodic(schedule: float | crontab, lease_s: int) -> Callable[[Callable[[Engine], object]],
+                                                                  Callable[[Engine], object]]:
+    """Declare a maintenance job in one place: beat's schedule, the Celery task and its lease
+    all come from this entry."""
+    def declare(body: Callable[[Engine], object]) -> Callable[[Engine], object]:
+        JOBS[body.__name__] = Job(body.__name__, schedule, lease_s, body)
+        return body
+    return declare
+
+
+@periodic(schedule=15.0, lease_s=60)
+def expire_reservations(engine: Engine) -> object:
+    return lifecycle.expire_overdue(engine, SystemClock())
+
+
+@periodic(schedule=crontab(minute=30, hour=3), lease_s=3600)
+def archive_audit(engine: Engine) -> object:
+    return maintenance.archive_audit(engine, SystemClock())
+
+
+@periodic(schedule=crontab(minute=0, hour=4, day_of_week=0), lease_s=3600)
+def optimize_tables(engine: Engine) -> object:
+    return maintenance.optimize_tables(engine)
+
+
+@periodic(schedule=60.0, lease_s=120)
+def refresh_utilization(engine: Engine) -> object:
+    return maintenance.refresh_utilization(engine)
+
+
+@periodic(schedule=crontab(minute=15), lease_s=600)
+def cleanup_idempotency(engine: Engine) -> object:
+    return maintenance.cleanup_idempotency(engine, SystemClock())
 
 
 def beat_schedule() -> dict:
-    out = {}
-    for job, (task, schedule, lease) in SCHEDULE.items():
-        # expires: a tick that waited longer than its lease is dropped, not run late.
-        out[job] = {"task": task, "schedule": schedule,
-                    "options": {"queue": MAINTENANCE_QUEUE, "expires": lease}}
-    return out
+    return {job.name: {"task": job.task_name, "schedule": job.schedule,
+                       "options": {"queue": MAINTENANCE_QUEUE, "expires": job.lease_s}}
+            for job in JOBS.values()}
 
 
 def _holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def acquire_lease(engine, name: str, seconds: int, clock: Clock) -> bool:
+def acquire_lease(engine: Engine, name: str, seconds: int, clock: Clock) -> bool:
     """Take the named lease if it is free or expired; True when this process holds it."""
     now = clock.now()
     holder = _holder()
@@ -80,7 +122,7 @@ def acquire_lease(engine, name: str, seconds: int, clock: Clock) -> bool:
         raise
 
 
-def release_lease(engine, name: str) -> None:
+def release_lease(engine: Engine, name: str) -> None:
     with transaction(engine) as session:
         session.execute(update(MaintenanceLock)
                         .where(MaintenanceLock.name == name,
@@ -92,7 +134,7 @@ def run_locked(settings: Settings, job: str, work: Callable[[], object],
                clock: Clock | None = None) -> object:
     """Run ``work`` if this job's lease is free; otherwise skip (another run is in progress)."""
     engine = get_engine(settings.database_url)
-    lease = SCHEDULE[job][2]
+    lease = JOBS[job].lease_s
     if not acquire_lease(engine, job, lease, clock or SystemClock()):
         log.info("%s: another run holds the lease; skipped", job)
         return {"skipped": True}
@@ -103,38 +145,14 @@ def run_locked(settings: Settings, job: str, work: Callable[[], object],
 
 
 def register(celery: Celery) -> None:
-    from docnum.shared import lifecycle, maintenance
+    """One Celery task per job, each running the job's body under its lease."""
+    # shared=False: Celery's default (shared=True) also hands each task to every app finalized
+    # later in the process, and the first registration of a name wins, so a second app (a
+    # test's, a control client's) could run these with the FIRST app's settings.
+    for job in JOBS.values():
+        def run(job: Job = job) -> object:
+            settings: Settings = celery.conf.docnum_settings
+            engine = get_engine(settings.database_url)
+            return run_locked(settings, job.name, lambda: job.body(engine))
 
-    # shared=False on every task below: Celery's default (shared=True) also hands each task to
-    # every app finalized later in the process, and the first registration of a name wins, so a
-    # second app (a test's, a control client's) could run these with the FIRST app's settings.
-    def settings() -> Settings:
-        return celery.conf.docnum_settings
-
-    def engine():
-        return get_engine(settings().database_url)
-
-    @celery.task(name=SCHEDULE["expire_reservations"][0], ignore_result=True, shared=False)
-    def expire_reservations() -> object:
-        return run_locked(settings(), "expire_reservations",
-                          lambda: lifecycle.expire_overdue(engine(), SystemClock()))
-
-    @celery.task(name=SCHEDULE["archive_audit"][0], ignore_result=True, shared=False)
-    def archive_audit() -> object:
-        return run_locked(settings(), "archive_audit",
-                          lambda: maintenance.archive_audit(engine(), SystemClock()))
-
-    @celery.task(name=SCHEDULE["optimize_tables"][0], ignore_result=True, shared=False)
-    def optimize_tables() -> object:
-        return run_locked(settings(), "optimize_tables",
-                          lambda: maintenance.optimize_tables(engine()))
-
-    @celery.task(name=SCHEDULE["refresh_utilization"][0], ignore_result=True, shared=False)
-    def refresh_utilization() -> object:
-        return run_locked(settings(), "refresh_utilization",
-                          lambda: maintenance.refresh_utilization(engine()))
-
-    @celery.task(name=SCHEDULE["cleanup_idempotency"][0], ignore_result=True, shared=False)
-    def cleanup_idempotency() -> object:
-        return run_locked(settings(), "cleanup_idempotency",
-                          lambda: maintenance.cleanup_idempotency(engine(), SystemClock()))
+        celery.task(name=job.task_name, ignore_result=True, shared=False)(run)

@@ -1,4 +1,4 @@
-"""Answers travel on the answer channel of the API process that sent the batch (api/waiter.py,
+"""Answers travel on the answer channel of the API process that sent the batch (api/frontdoor/waiter.py,
 workers/tasks.py ``store_outcomes``): its waiter wakes at once, other processes never see it."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import uuid
 
 import redis
 
-from docnum.api.request_store import RedisRequestStore
-from docnum.api.waiter import PubSubWaiter
+from docnum.api.frontdoor.request_store import RedisRequestStore
+from docnum.api.frontdoor.waiter import PubSubWaiter
 from docnum.shared.allocation import Outcome
 from docnum.shared.errors import DocnumError
 from docnum.workers.tasks import store_outcomes

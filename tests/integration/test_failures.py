@@ -195,7 +195,7 @@ def test_database_outage_is_503_then_numbering_continues(tmp_path, redis_server,
     before queueing it (at once); a request queued before anyone noticed is answered 503 when
     its wait ends (tests/e2e/test_fault_injection.py), and the worker holds it for up to
     DB_OUTAGE_PATIENCE_S (a failover may be that short)."""
-    from docnum.workers.tasks import DB_OUTAGE_PATIENCE_S
+    from docnum.shared.allocation import DB_OUTAGE_PATIENCE_S
 
     with MariaDBServer() as server:
         server.execute("CREATE DATABASE docnum CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
@@ -246,8 +246,8 @@ def test_a_retry_queues_again_a_request_the_worker_gave_up_on(client, auth, seed
     worker's answer is still in the result backend or only its audit row remains."""
     import redis as redis_lib
 
+    from docnum.shared import allocation
     from docnum.shared.db import service_busy
-    from docnum.workers import tasks
 
     seed()
 
@@ -255,8 +255,8 @@ def test_a_retry_queues_again_a_request_the_worker_gave_up_on(client, auth, seed
         raise service_busy()
 
     keys = {"result kept": "gave-up-1", "result lost": "gave-up-2"}
-    monkeypatch.setattr(tasks, "DB_OUTAGE_PATIENCE_S", 0.0)
-    monkeypatch.setattr(tasks, "allocate_many", database_down)
+    monkeypatch.setattr(allocation, "DB_OUTAGE_PATIENCE_S", 0.0)
+    monkeypatch.setattr(allocation, "allocate_many", database_down)
     for key in keys.values():
         response = client.post(f"{BASE}/generate?timeout=10", json=letter(),
                                headers=auth(key=key))

@@ -12,8 +12,7 @@ from docnum.shared import issuing
 from docnum.shared.clock import SystemClock
 from docnum.shared.db import ledger_identity, transaction
 from docnum.shared.models import IssuedNumber
-from docnum.shared.routing import queue_for
-from docnum.workers.tasks import ALLOCATE_TASK
+from docnum.shared.routing import ALLOCATE_TASK, queue_for
 from tests.conftest import letter
 
 

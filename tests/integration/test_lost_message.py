@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from docnum.api.request_store import Record
+from docnum.api.frontdoor.request_store import Record
 from docnum.shared import issuing
 from docnum.shared.clock import SystemClock, iso
 from tests.conftest import letter, wait_for

@@ -233,7 +233,7 @@ def test_beat_schedule_routes_everything_to_the_maintenance_queue(celery_session
     for name, entry in entries.items():
         assert entry["options"]["queue"] == MAINTENANCE_QUEUE, name
         assert entry["task"] in celery_session_app.tasks, name
-        assert 0 < entry["options"]["expires"] <= beat.SCHEDULE[name][2]
+        assert 0 < entry["options"]["expires"] <= beat.JOBS[name].lease_s
     every = entries["expire_reservations"]["schedule"]
     seconds = every if isinstance(every, (int, float)) else interval(every).run_every.total_seconds()
     assert seconds <= 30

@@ -6,9 +6,9 @@ import json
 
 import redis
 
-from docnum.api.publisher import RedisTaskPublisher
+from docnum.api.frontdoor.publisher import RedisTaskPublisher
+from docnum.shared.routing import ALLOCATE_TASK
 from docnum.workers.celery_app import make_celery
-from docnum.workers.tasks import ALLOCATE_TASK
 from tests.conftest import make_settings
 
 QUEUE = "docnum.shard.0"

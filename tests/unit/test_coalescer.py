@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from docnum.api.coalescer import Coalescer
+from docnum.api.frontdoor.coalescer import Coalescer
 
 
 def test_concurrent_publishes_are_batched_per_queue_and_all_delivered() -> None:

@@ -1,6 +1,7 @@
 """The installed distribution is one package, ``docnum``, mapped from the repository's folders."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -32,8 +33,12 @@ def test_every_package_folder_is_listed() -> None:
 
 @pytest.mark.e2e
 def test_wheel_holds_only_docnum(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                    "-q", "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "var", "build", "node_modules", "__pycache__", "*.egg-info"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "-w", str(tmp_path), str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("docnum-*.whl")
     tops = {name.split("/", 1)[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert tops == {"docnum", wheel.name.split("-py3")[0] + ".dist-info"}

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import redis
 
-from docnum.api.request_store import _result_from_meta
+from docnum.api.frontdoor.request_store import _result_from_meta
 
 ANSWER_CHANNEL_PREFIX = "docnum:answers:"
 

@@ -12,7 +12,7 @@ timeout, redelivery): nothing on the consuming side changes, and
 ``tests/integration/test_publisher.py`` checks the message field by field against one that
 Celery itself published.
 
-Brokers other than Redis keep ``FastFailPublisher`` (``api/frontdoor.py``).
+Brokers other than Redis keep ``FastFailPublisher``, which publishes through Celery.
 """
 from __future__ import annotations
 
@@ -20,9 +20,14 @@ import base64
 import json
 import os
 import socket
+import threading
 import uuid
 
 import redis
+from celery import Celery
+
+from docnum.shared import redis_urls
+from docnum.shared.settings import Settings
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -64,3 +69,47 @@ class RedisTaskPublisher:
     def send(self, name: str, args: list, queue: str, kwargs: dict | None = None) -> None:
         # Priority 0 lives on the list named after the queue (kombu's ``_q_for_pri``).
         self.redis.lpush(queue, self.message(name, args, queue, kwargs))
+
+
+class FastFailPublisher:
+    """Publishes allocation messages over connections that give up after ONE connect attempt.
+
+    ``send_task(retry=False)`` alone is not enough: before publishing, kombu re-establishes a
+    dropped broker connection through ``Connection.default_channel``, which retries for
+    ``broker_connection_timeout`` (4 s) with 2 s sleeps: about 6 s per request, measured, while
+    Redis is down. ``max_retries: 0`` in these connections' transport options makes that a
+    single attempt (a refused connection fails in ~1 ms), and a short socket timeout bounds a
+    Redis that accepts but does not answer. The workers' connections keep Celery's patient
+    reconnect behaviour; only the API's publishing path is impatient.
+    """
+
+    TRANSPORT_OPTIONS = {"max_retries": 0, "socket_connect_timeout": 2, "socket_timeout": 3}
+    POOL_LIMIT = 64  # above gunicorn's threads per process, so acquire never waits
+
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+        self._pool = None
+        self._lock = threading.Lock()
+
+    def _connections(self):  # kombu ConnectionPool, built lazily (after fork)
+        with self._lock:
+            if self._pool is None:
+                connection = self.celery.connection_for_write(
+                    transport_options=self.TRANSPORT_OPTIONS)
+                self._pool = connection.Pool(limit=self.POOL_LIMIT)
+            return self._pool
+
+    def send(self, name: str, args: list, queue: str, kwargs: dict | None = None) -> None:
+        with self._connections().acquire(block=True, timeout=5) as connection:
+            self.celery.send_task(name, args=args, kwargs=kwargs, queue=queue,
+                                  ignore_result=True, retry=False, connection=connection)
+
+
+def make_publisher(settings: Settings, celery: Celery):
+    """One ``LPUSH`` per message on a Redis broker (``api/frontdoor/publisher.py``), else kombu."""
+    if redis_urls.is_redis_url(settings.broker_url):
+        client = redis_urls.redis_client(settings.broker_url,
+                                         master_name=settings.redis_sentinel_master,
+                                         socket_timeout=3.0)
+        return RedisTaskPublisher(client)
+    return FastFailPublisher(celery)

@@ -2,39 +2,35 @@
 
 Queue mode: claim the request id in the request store (Idempotency-Key → one request id),
 publish one message on the shard queue of its counter key, and either return 202 or wait for
-the answer. DB-only mode (Redis unreachable, docs/reference.md#failure-behaviour): allocate right here through the same
-``allocate_numbers`` the workers call, marked ``fallback_used=DB_ONLY``.
+the answer. DB-only mode (Redis unreachable, docs/reference.md#failure-behaviour): allocate
+right here through the same ``serve_requests`` the workers call, marked ``fallback_used=DB_ONLY``.
 """
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import redis
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 
-from docnum.api.coalescer import Coalescer
-from docnum.api.publisher import RedisTaskPublisher
-from docnum.api.request_store import Record
-from docnum.api.waiter import PubSubWaiter
-from docnum.shared import issuing, ledger, metrics, redis_urls
-from docnum.shared.allocation import Outcome
+from docnum.api.frontdoor.coalescer import Coalescer
+from docnum.api.frontdoor.health import DatabaseProbe, RedisHealth
+from docnum.api.frontdoor.publisher import make_publisher
+from docnum.api.frontdoor.request_store import Record
+from docnum.api.frontdoor.waiter import PubSubWaiter
+from docnum.shared import issuing, ledger
+from docnum.shared.allocation import Outcome, observe_generation, serve_requests
 from docnum.shared.clock import SystemClock, iso
 from docnum.shared.context import NumberingContext
 from docnum.shared.db import ledger_identity, service_busy, transaction
 from docnum.shared.errors import DocnumError
 from docnum.shared.issuing import AllocationRequest
 from docnum.shared.refcache import MAX_AGE_S, DbReference, ReferenceCache, Snapshot, load_snapshot
-from docnum.shared.routing import queue_for
+from docnum.shared.routing import ALLOCATE_TASK, queue_for
 from docnum.shared.settings import Settings
-from docnum.workers.tasks import ALLOCATE_TASK, observe_generation, serve_requests
 
 log = logging.getLogger(__name__)
 
@@ -51,103 +47,6 @@ class Answer:
     error: DocnumError | None = None
     joined: bool = False                # an earlier submission with this key already existed
     slot: object = None                 # where the waiter will put the answer (``expect``)
-
-
-class RedisHealth:
-    """Remembers a Redis failure for a moment so requests go straight to the DB-only path."""
-
-    RETRY_AFTER_S = 2.0
-
-    def __init__(self) -> None:
-        self._down_until = 0.0
-        self._lock = threading.Lock()
-
-    def available(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def mark_down(self) -> None:
-        with self._lock:
-            self._down_until = time.monotonic() + self.RETRY_AFTER_S
-        metrics.redis_connection_status.set(0)
-
-    def mark_up(self) -> None:
-        if self._down_until:
-            with self._lock:
-                self._down_until = 0.0
-        metrics.redis_connection_status.set(1)
-
-
-class DatabaseProbe:
-    """Is the database reachable right now? A cheap, cached answer for the front door.
-
-    With the reference data cached (shared/refcache.py) and Redis up, an issuing request never
-    touches the database at the front door: during a database outage a ``/generate`` would
-    queue, wait its whole timeout for a worker that is itself waiting for the database
-    (workers/tasks.py, ``DB_OUTAGE_PATIENCE_S``) and answer 202. The front door asks this probe
-    instead (``FrontDoor.check_database``).
-
-    ``SELECT 1`` over a fresh connection (no pool: a pooled connection to a dead server is
-    exactly what must not be trusted) with a 1 s connect timeout, at most once per
-    ``INTERVAL_S`` per process; threads that ask while another thread probes wait for its
-    answer. ``/readyz`` reports what it saw too (``observe``).
-    """
-
-    INTERVAL_S = 1.0
-    CONNECT_TIMEOUT_S = 1
-
-    def __init__(self, url: str, engine: Engine | None = None) -> None:
-        self.url = url
-        self._engine = engine if url.startswith("sqlite") else None
-        self._lock = threading.Lock()
-        self._checked_at = float("-inf")
-        self._down_seen_at = float("-inf")
-        self.last_ok = True
-
-    def _probe_engine(self) -> Engine:
-        if self._engine is None:
-            connect_args = {}
-            if self.url.startswith(("mysql", "mariadb")):
-                connect_args = {"connect_timeout": self.CONNECT_TIMEOUT_S,
-                                "read_timeout": 2, "charset": "utf8mb4"}
-            self._engine = create_engine(self.url, poolclass=NullPool,
-                                         connect_args=connect_args)
-        return self._engine
-
-    def _check(self) -> bool:
-        try:
-            with self._probe_engine().connect() as conn:
-                conn.execute(text("SELECT 1"))
-            return True
-        except Exception:  # any failure means "not reachable"
-            return False
-
-    def observe(self, ok: bool) -> None:
-        """Record a result (a probe of ours, or ``/readyz``'s own check)."""
-        if ok != self.last_ok:
-            log.warning("database %s", "reachable again" if ok else "unreachable")
-        now = time.monotonic()
-        self.last_ok, self._checked_at = ok, now
-        if not ok:
-            self._down_seen_at = now
-
-    def reachable(self) -> bool:
-        if time.monotonic() - self._checked_at < self.INTERVAL_S:
-            return self.last_ok
-        # Stale: probe, or wait for the thread probing right now and share its answer (a stale
-        # "up" would turn the first waiters of an outage into 202s). Bounded: a probe costs at
-        # most its connect and read timeouts.
-        if not self._lock.acquire(timeout=self.CONNECT_TIMEOUT_S + 3):
-            return self.last_ok
-        try:
-            if time.monotonic() - self._checked_at >= self.INTERVAL_S:
-                self.observe(self._check())
-            return self.last_ok
-        finally:
-            self._lock.release()
-
-    def down_within(self, seconds: float) -> bool:
-        """Seen down by a probe in the last ``seconds``."""
-        return time.monotonic() - self._down_seen_at < seconds
 
 
 # Failures that say nothing about the request itself: a retry with the same Idempotency-Key
@@ -170,50 +69,6 @@ def answer_from_outcome(outcome: Outcome) -> Answer:
     if outcome.ok:
         return Answer(outcome.request_id, "succeeded", number=outcome.number)
     return Answer(outcome.request_id, "failed", error=outcome.error)
-
-
-class FastFailPublisher:
-    """Publishes allocation messages over connections that give up after ONE connect attempt.
-
-    ``send_task(retry=False)`` alone is not enough: before publishing, kombu re-establishes a
-    dropped broker connection through ``Connection.default_channel``, which retries for
-    ``broker_connection_timeout`` (4 s) with 2 s sleeps: about 6 s per request, measured, while
-    Redis is down. ``max_retries: 0`` in these connections' transport options makes that a
-    single attempt (a refused connection fails in ~1 ms), and a short socket timeout bounds a
-    Redis that accepts but does not answer. The workers' connections keep Celery's patient
-    reconnect behaviour; only the API's publishing path is impatient.
-    """
-
-    TRANSPORT_OPTIONS = {"max_retries": 0, "socket_connect_timeout": 2, "socket_timeout": 3}
-    POOL_LIMIT = 64  # above gunicorn's threads per process, so acquire never waits
-
-    def __init__(self, celery: Celery) -> None:
-        self.celery = celery
-        self._pool = None
-        self._lock = threading.Lock()
-
-    def _connections(self):  # kombu ConnectionPool, built lazily (after fork)
-        with self._lock:
-            if self._pool is None:
-                connection = self.celery.connection_for_write(
-                    transport_options=self.TRANSPORT_OPTIONS)
-                self._pool = connection.Pool(limit=self.POOL_LIMIT)
-            return self._pool
-
-    def send(self, name: str, args: list, queue: str, kwargs: dict | None = None) -> None:
-        with self._connections().acquire(block=True, timeout=5) as connection:
-            self.celery.send_task(name, args=args, kwargs=kwargs, queue=queue,
-                                  ignore_result=True, retry=False, connection=connection)
-
-
-def make_publisher(settings: Settings, celery: Celery):
-    """One ``LPUSH`` per message on a Redis broker (``api/publisher.py``), else kombu."""
-    if redis_urls.is_redis_url(settings.broker_url):
-        client = redis_urls.redis_client(settings.broker_url,
-                                         master_name=settings.redis_sentinel_master,
-                                         socket_timeout=3.0)
-        return RedisTaskPublisher(client)
-    return FastFailPublisher(celery)
 
 
 class _SessionReference:
@@ -243,7 +98,7 @@ class FrontDoor:
         # With Redis, publish fast-failing so that an outage diverts to the DB-only path at
         # once; the embedded SQL broker has nothing to lose and keeps Celery's defaults.
         self.publisher = make_publisher(settings, celery) if health is not None else None
-        # Requests for one shard that arrive together leave as one message (api/coalescer.py).
+        # Requests for one shard that arrive together leave as one message (api/frontdoor/coalescer.py).
         self.coalescer = Coalescer(
             lambda queue, messages: self.publisher.send(
                 ALLOCATE_TASK, [messages], queue, kwargs=self._task_kwargs()),
