@@ -1,9 +1,10 @@
 """How a number is allocated: the one function the shard workers and the DB-only path both call.
 
-``allocate_numbers`` serves a list of requests that share one counter key in ONE transaction:
+``serve_requests`` takes a batch of requests (any counter keys) and serves it in ONE
+transaction (``allocate_many``), waiting out a short database outage:
 
-1. lock the counter row (``SELECT … FOR UPDATE``; created by upsert on first use, so the
-   first-use race cannot fail),
+1. lock the counter rows in key order (``SELECT … FOR UPDATE``; created by upsert on first
+   use, so the first-use race cannot fail),
 2. find requests already served (a redelivered message or a retried Idempotency-Key) and
    answer them with the number they already have,
 3. give every other request the next sequence, refusing those over the ``{SEQ:n}`` capacity,
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -30,9 +32,16 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from docnum.shared import metrics, templates
+from docnum.shared import metrics, sqlbatch, templates
 from docnum.shared.clock import Clock, SystemClock, iso, to_db
-from docnum.shared.db import get_engine, is_retryable, is_unreachable, service_busy, transaction
+from docnum.shared.db import (
+    allocation_engine,
+    is_retryable,
+    is_unreachable,
+    service_busy,
+    takes_multi_statements,
+    transaction,
+)
 from docnum.shared.errors import DocnumError
 from docnum.shared.issuing import AllocationRequest
 from docnum.shared.models import AuditRow, Counter, IssuedNumber
@@ -48,6 +57,7 @@ MAX_ATTEMPTS = 5
 # cache directly; expanding ``IN`` parameters take a list.
 _counters = Counter.__table__
 _ledger = IssuedNumber.__table__
+_audit = AuditRow.__table__
 _LOCK_COUNTERS = (select(_counters.c.counter_key, _counters.c.last_sequence)
                   .where(_counters.c.counter_key.in_(bindparam("keys", expanding=True)))
                   .order_by(_counters.c.counter_key).with_for_update())
@@ -93,32 +103,23 @@ class _Plan:
     extra: dict = field(default_factory=dict)
 
 
-def allocate_numbers(engine: Engine, counter_key: str, requests: list[AllocationRequest], *,
-                     clock: Clock, reservation_ttl: int = 300,
-                     fallback_used: str = "NONE") -> list[Outcome]:
-    """Allocate numbers for ``requests`` (all on ``counter_key``) in one transaction.
-
-    Returns one Outcome per request, in order. Raises ``DocnumError(SERVICE_BUSY)`` only when
-    the database cannot be reached (nothing was written); every other failure is per request.
-    """
-    if any(r.counter_key != counter_key for r in requests):
-        raise ValueError("allocate_numbers serves one counter key per call")
-    if not requests:
-        return []
-    return allocate_many(engine, {counter_key: requests}, clock=clock,
-                         reservation_ttl=reservation_ttl, fallback_used=fallback_used)[counter_key]
-
-
 def allocate_many(engine: Engine, groups: dict[str, list[AllocationRequest]], *, clock: Clock,
                   reservation_ttl: int = 300,
                   fallback_used: str = "NONE") -> dict[str, list[Outcome]]:
-    """Several counter keys, each served as ``allocate_numbers`` would, in ONE transaction.
+    """Allocate numbers for requests on several counter keys in ONE transaction.
 
-    A shard worker's batch usually spans several keys of its shard: one commit for all of them
-    is the group commit, and the statements are per batch, not per key (one lock, one ledger
-    lookup, one collision check per project, one insert each for ledger and audit, one counter
-    update). Counter rows are locked in key order, so two transactions can never wait on each
-    other in a cycle. A conflict or deadlock retries the whole batch.
+    Returns, per key, one Outcome per request, in order. Raises ``DocnumError(SERVICE_BUSY)``
+    only when the database cannot be reached (nothing was written); every other failure is per
+    request.
+
+    A shard worker's batch usually spans several keys: one commit for all of them is the group
+    commit, and the statements are per batch, not per key (one lock, one insert each for ledger
+    and audit, one counter update). Counter rows are locked in key order, so two transactions
+    can never wait on each other in a cycle. A conflict or deadlock retries the whole batch.
+
+    On an engine that takes multi-statement queries (``allocation_engine``) the first attempt
+    costs two round trips: the lock, then every write and the COMMIT in one query. Under
+    database latency the round trips, not the CPU, bound how many batches a worker serves.
     """
     groups = {key: reqs for key, reqs in groups.items() if reqs}
     if not groups:
@@ -129,14 +130,16 @@ def allocate_many(engine: Engine, groups: dict[str, list[AllocationRequest]], *,
     started = time.perf_counter()
     attempt = 0
     optimistic = True
+    two_round_trips = takes_multi_statements(engine)
     while True:
         metrics.lock_acquisition_total.labels(project, ctype).inc(len(groups))
+        options = dict(clock=clock, reservation_ttl=reservation_ttl,
+                       fallback_used=fallback_used, retry_count=attempt, started=started)
         try:
+            if optimistic and two_round_trips:
+                return _allocate_in_two_round_trips(engine, groups, **options)
             with transaction(engine) as session:
-                return allocate_groups_in_session(
-                    session, groups, clock=clock, reservation_ttl=reservation_ttl,
-                    fallback_used=fallback_used, retry_count=attempt, started=started,
-                    optimistic=optimistic)
+                return allocate_in_session(session, groups, optimistic=optimistic, **options)
         except IntegrityError as exc:
             if optimistic:
                 # A request served before (a redelivery) or a number another template already
@@ -163,6 +166,40 @@ def allocate_many(engine: Engine, groups: dict[str, list[AllocationRequest]], *,
             raise DocnumError("SERVICE_BUSY", "the counter is too contended; try again shortly",
                               retry_after=2) from error
         time.sleep(min(0.05 * 2 ** attempt, 1.0))
+
+
+def _allocate_in_two_round_trips(engine: Engine, groups: dict[str, list[AllocationRequest]], *,
+                                 clock: Clock, reservation_ttl: int, fallback_used: str,
+                                 retry_count: int, started: float) -> dict[str, list[Outcome]]:
+    """``allocate_in_session(optimistic=True)`` in two round trips on MariaDB: lock the
+    counters, then every write and the COMMIT in one multi-statement query (shared/sqlbatch.py).
+    A counter used for the first time costs two more (create it, lock it)."""
+    now = clock.now()
+    new_rows = _counter_rows(groups, to_db(now))
+    columns = [column.name for column in _LOCK_COUNTERS.selected_columns]
+    with sqlbatch.raw_transaction(engine) as cursor:
+        lock_started = time.perf_counter()
+        keys = sorted(new_rows)
+        lasts = dict(cursor.rows(*sqlbatch.lock_sql(_counters, columns, "counter_key", keys)))
+        missing = [key for key in keys if key not in lasts]
+        if missing:
+            rows = [new_rows[key] for key in missing]
+            cursor.execute(*sqlbatch.upsert_sql(_counters, rows, ["counter_key"]))
+            lasts.update(cursor.rows(*sqlbatch.lock_sql(_counters, columns, "counter_key",
+                                                        missing)))
+        lock_wait_ms = _observe_lock_wait(groups, lock_started)
+        batch = _plan(groups, lasts, {}, None, now=now, reservation_ttl=reservation_ttl,
+                      fallback_used=fallback_used, retry_count=retry_count,
+                      lock_wait_ms=lock_wait_ms, started=started)
+        statements = []
+        if batch.ledger_rows:
+            statements.append(sqlbatch.insert_sql(_ledger, batch.ledger_rows))
+        if batch.audit_rows:
+            statements.append(sqlbatch.insert_sql(_audit, batch.audit_rows))
+        statements.append(sqlbatch.upsert_sql(_counters, batch.counters,
+                                              _counter_update_columns(batch.counters)))
+        cursor.execute_and_commit(statements)
+    return batch.outcomes
 
 
 def _is_mysql(session: Session) -> bool:
@@ -206,58 +243,101 @@ def lock_counters(session: Session, new_rows: dict[str, dict]) -> dict[str, int]
     return lasts
 
 
-def allocate_in_session(session: Session, counter_key: str, requests: list[AllocationRequest], *,
+def allocate_in_session(session: Session, groups: dict[str, list[AllocationRequest]], *,
                         clock: Clock, reservation_ttl: int = 300, fallback_used: str = "NONE",
-                        retry_count: int = 0, started: float | None = None) -> list[Outcome]:
+                        retry_count: int = 0, started: float | None = None,
+                        optimistic: bool = False) -> dict[str, list[Outcome]]:
     """The allocation itself, inside a transaction the caller owns (and commits or rolls back).
 
-    ``allocate_numbers`` wraps it in its own transaction with retries; void-and-replace calls
-    it inside the void's transaction so that both happen or neither. A request may carry
+    ``allocate_many`` wraps it in its own transaction with retries; void-and-replace calls it
+    inside the void's transaction so that both happen or neither. A request may carry
     ``extra={"source": "REPLACE", "replaces": number, "audit_request_id": id}`` to issue a
     replacement (source and audit operation REPLACE, linked to the number it replaces).
-    """
-    return allocate_groups_in_session(
-        session, {counter_key: requests}, clock=clock, reservation_ttl=reservation_ttl,
-        fallback_used=fallback_used, retry_count=retry_count, started=started)[counter_key]
-
-
-def allocate_groups_in_session(session: Session, groups: dict[str, list[AllocationRequest]], *,
-                               clock: Clock, reservation_ttl: int = 300,
-                               fallback_used: str = "NONE", retry_count: int = 0,
-                               started: float | None = None,
-                               optimistic: bool = False) -> dict[str, list[Outcome]]:
-    """``allocate_in_session`` for several counter keys at once (one statement of each kind).
 
     ``optimistic`` skips the two look-ups that almost never find anything (requests already
     served, numbers already taken by another template) and lets the ledger's unique keys
     (request id, number per project) catch those cases instead: the INSERT fails, the caller
     rolls back and serves the batch again with the look-ups (``allocate_many``'s retry). Only
-    for callers that own the transaction; two round trips fewer per batch.
+    for callers that own the transaction.
     """
     if started is None:
         started = time.perf_counter()
     now = clock.now()
-    now_db = to_db(now)
-    keys = sorted(groups)
-
     lock_started = time.perf_counter()
-    lasts = lock_counters(session, {key: dict(
-        counter_key=key, project=groups[key][0].context.project,
-        last_sequence=groups[key][0].config.sequence_start - 1,
-        capacity=groups[key][0].config.parsed.capacity, updated_at=now_db) for key in keys})
-    lock_wait_ms = int((time.perf_counter() - lock_started) * 1000)
-    for key in keys:
-        ctx = groups[key][0].context
-        metrics.lock_acquisition_duration.labels(
-            ctx.project, ctx.correspondence_type or "").observe(lock_wait_ms)
-
-    # Requests already served: the ledger's unique request id is the idempotency guard.
-    existing = {}
+    lasts = lock_counters(session, _counter_rows(groups, to_db(now)))
+    lock_wait_ms = _observe_lock_wait(groups, lock_started)
+    existing: dict[str, object] = {}
+    taken = None
     if not optimistic:
-        ids = list({r.request_id for key in keys for r in groups[key]})
+        ids = list({r.request_id for reqs in groups.values() for r in reqs})
         existing = {row.request_id: row for row in session.connection().execute(
             _SERVED, {"ids": ids})}
 
+        def taken(project: str, numbers: list[str]) -> set[str]:
+            return set(session.connection().execute(
+                _TAKEN, {"project": project, "numbers": numbers}).scalars())
+
+    batch = _plan(groups, lasts, existing, taken, now=now, reservation_ttl=reservation_ttl,
+                  fallback_used=fallback_used, retry_count=retry_count,
+                  lock_wait_ms=lock_wait_ms, started=started)
+    connection = session.connection()
+    if batch.ledger_rows:
+        # Core executemany (one multi-row INSERT): the ORM bulk path costs more CPU than the
+        # round trip it saves on the hot path.
+        connection.execute(_ledger.insert(), batch.ledger_rows)
+    if batch.audit_rows:
+        connection.execute(_audit.insert(), batch.audit_rows)
+    if _is_mysql(session):
+        # Every row exists and is locked: the upsert always updates, in ONE multi-row statement.
+        stmt = mysql.insert(Counter)
+        stmt = stmt.on_duplicate_key_update(
+            {name: stmt.inserted[name] for name in _counter_update_columns(batch.counters)})
+        connection.execute(stmt, batch.counters)
+    else:
+        connection.execute(_ADVANCE_COUNTER, [
+            {"key": row["counter_key"], "new_last": row["last_sequence"],
+             "new_capacity": row["capacity"], "now": row["updated_at"]}
+            for row in batch.counters])
+    return batch.outcomes
+
+
+def _counter_rows(groups: dict[str, list[AllocationRequest]], now_db: datetime) -> dict[str, dict]:
+    """The counter row each key starts from if it does not exist yet."""
+    rows = {}
+    for key in sorted(groups):
+        first = groups[key][0]
+        rows[key] = dict(counter_key=key, project=first.context.project,
+                         last_sequence=first.config.sequence_start - 1,
+                         capacity=first.config.parsed.capacity, updated_at=now_db)
+    return rows
+
+
+def _observe_lock_wait(groups: dict[str, list[AllocationRequest]], lock_started: float) -> int:
+    lock_wait_ms = int((time.perf_counter() - lock_started) * 1000)
+    for key in sorted(groups):
+        ctx = groups[key][0].context
+        metrics.lock_acquisition_duration.labels(
+            ctx.project, ctx.correspondence_type or "").observe(lock_wait_ms)
+    return lock_wait_ms
+
+
+@dataclass
+class _Batch:
+    """What one transaction writes, and what each request gets."""
+
+    outcomes: dict[str, list[Outcome]]
+    ledger_rows: list[dict]
+    audit_rows: list[dict]
+    counters: list[dict]        # every locked counter row with its new last sequence
+
+
+def _plan(groups: dict[str, list[AllocationRequest]], lasts: dict[str, int],
+          existing: dict[str, object], taken: Callable[[str, list[str]], set[str]] | None, *,
+          now: datetime, reservation_ttl: int, fallback_used: str, retry_count: int,
+          lock_wait_ms: int, started: float) -> _Batch:
+    """Number every request of the batch against the locked counters (no database access but
+    ``taken``, the optional look-up of numbers another template already rendered)."""
+    keys = sorted(groups)
     plans: dict[str, list[_Plan]] = {}
     for key in keys:
         plans[key] = []
@@ -278,7 +358,7 @@ def allocate_groups_in_session(session: Session, groups: dict[str, list[Allocati
             seen.setdefault(request.request_id, plan)
             plans[key].append(plan)
 
-    new_lasts = _assign_sequences(session, plans, lasts, check_taken=not optimistic)
+    new_lasts = _assign_sequences(plans, lasts, taken)
 
     ledger_rows: list[dict] = []
     audit_rows: list[dict] = []
@@ -289,33 +369,20 @@ def allocate_groups_in_session(session: Session, groups: dict[str, list[Allocati
     duration_ms = int((time.perf_counter() - started) * 1000)
     for audit in audit_rows:
         audit["duration_ms"] = duration_ms
-    connection = session.connection()
-    if ledger_rows:
-        # Core executemany (one multi-row INSERT): the ORM bulk path costs more CPU than the
-        # round trip it saves on the hot path.
-        connection.execute(_ledger.insert(), ledger_rows)
-    if audit_rows:
-        connection.execute(AuditRow.__table__.insert(), audit_rows)
-    advanced = [dict(counter_key=key, project=groups[key][0].context.project,
+    now_db = to_db(now)
+    counters = [dict(counter_key=key, project=groups[key][0].context.project,
                      last_sequence=new_lasts[key],
                      capacity=groups[key][0].config.parsed.capacity, updated_at=now_db)
                 for key in keys]
-    if _is_mysql(session):
-        # Every row exists and is locked: the upsert always updates, in ONE multi-row statement.
-        stmt = mysql.insert(Counter)
-        stmt = stmt.on_duplicate_key_update(last_sequence=stmt.inserted.last_sequence,
-                                             capacity=stmt.inserted.capacity,
-                                             updated_at=stmt.inserted.updated_at)
-        connection.execute(stmt, advanced)
-    else:
-        connection.execute(_ADVANCE_COUNTER, [
-            {"key": row["counter_key"], "new_last": row["last_sequence"],
-             "new_capacity": row["capacity"], "now": now_db} for row in advanced])
-    return outcomes
+    return _Batch(outcomes, ledger_rows, audit_rows, counters)
 
 
-def _assign_sequences(session: Session, plans: dict[str, list[_Plan]],
-                      lasts: dict[str, int], *, check_taken: bool = True) -> dict[str, int]:
+def _counter_update_columns(rows: list[dict]) -> list[str]:
+    return [name for name in rows[0] if name != "counter_key"]
+
+
+def _assign_sequences(plans: dict[str, list[_Plan]], lasts: dict[str, int],
+                      taken: Callable[[str, list[str]], set[str]] | None) -> dict[str, int]:
     """Give each new request the next sequence of its counter; returns the new last sequences.
 
     A request that cannot be numbered (capacity, length, collision) is refused and its
@@ -326,9 +393,8 @@ def _assign_sequences(session: Session, plans: dict[str, list[_Plan]],
             for key, key_plans in plans.items()}
     while True:
         new_lasts = {key: _render(key_todo, lasts[key]) for key, key_todo in todo.items()}
-        collided = _first_collision(session, [p for key_todo in todo.values()
-                                              for p in key_todo if p.number],
-                                    check_taken=check_taken)
+        collided = _first_collision([p for key_todo in todo.values()
+                                     for p in key_todo if p.number], taken)
         if collided is None:
             return new_lasts
         project = collided.request.context.project
@@ -368,21 +434,21 @@ def _render(todo: list[_Plan], last: int) -> int:
     return sequence
 
 
-def _first_collision(session: Session, plans: list[_Plan], *,
-                     check_taken: bool = True) -> _Plan | None:
-    """The first plan whose number exists in its project already, or twice in this batch."""
+def _first_collision(plans: list[_Plan],
+                     taken: Callable[[str, list[str]], set[str]] | None) -> _Plan | None:
+    """The first plan whose number exists in its project already, or twice in this batch.
+
+    Without ``taken`` only the batch itself is checked: the ledger's unique key on (project,
+    number) then refuses the INSERT, and the batch is served again with the look-up.
+    """
     by_project: dict[str, list[_Plan]] = {}
     for plan in plans:
         by_project.setdefault(plan.request.context.project, []).append(plan)
     for project, project_plans in by_project.items():
-        taken: set[str] = set()
-        if check_taken:
-            numbers = [p.number for p in project_plans]
-            taken = set(session.connection().execute(
-                _TAKEN, {"project": project, "numbers": numbers}).scalars())
+        already = taken(project, [p.number for p in project_plans]) if taken else set()
         in_batch: set[str] = set()
         for plan in project_plans:
-            if plan.number in taken or plan.number in in_batch:
+            if plan.number in already or plan.number in in_batch:
                 return plan
             in_batch.add(plan.number)
     return None
@@ -465,7 +531,7 @@ DB_OUTAGE_PATIENCE_S = 20.0
 def serve_requests(settings: Settings, requests: list[AllocationRequest], *,
                    fallback_used: str = "NONE") -> list[Outcome]:
     """Allocate a batch: grouped by counter key, all keys in one transaction; keeps order."""
-    engine = get_engine(settings.database_url, pre_ping=False)
+    engine = allocation_engine(settings.database_url)
     clock = SystemClock()
     groups: dict[str, list[AllocationRequest]] = {}
     for request in requests:
@@ -544,6 +610,6 @@ def record_failures(engine: Engine, requests: list[AllocationRequest], error: Do
         log.warning("could not record %d failed requests (%s)", len(rows), error.code)
 
 
-__all__ = ["DB_OUTAGE_PATIENCE_S", "Outcome", "allocate_groups_in_session", "allocate_in_session",
-           "allocate_numbers", "iso", "lock_counter", "lock_counters", "observe_generation",
-           "record_failures", "serve_requests"]
+__all__ = ["DB_OUTAGE_PATIENCE_S", "Outcome", "allocate_in_session", "allocate_many", "iso",
+           "lock_counter", "lock_counters", "observe_generation", "record_failures",
+           "serve_requests"]

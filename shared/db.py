@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from MySQLdb.constants import CLIENT
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -39,15 +41,20 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True,
+                multi_statements: bool = False) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_timeout=30)
         _configure_sqlite(engine)
         return engine
-    connect_args = {}
+    connect_args: dict = {}
     if url.startswith(("mysql", "mariadb")):
         connect_args = {"connect_timeout": 5, "charset": "utf8mb4"}
-    return create_engine(
+        if multi_statements:
+            # FOUND_ROWS is the flag SQLAlchemy's mysqlclient dialect sets itself (rowcount =
+            # matched rows); a client_flag given here replaces it, so it is repeated.
+            connect_args["client_flag"] = CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=10,
@@ -59,13 +66,34 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engi
         pool_reset_on_return=None,
         connect_args=connect_args,
     )
+    if "client_flag" in connect_args:
+        _multi_statement_engines.add(engine)
+    return engine
 
 
-def engine_key(url: str, pre_ping: bool = True) -> str:
-    return f"{url}#pre_ping={pre_ping}"
+_multi_statement_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-def get_engine(url: str, *, pre_ping: bool = True) -> Engine:
+def takes_multi_statements(engine: Engine) -> bool:
+    """Whether ``engine``'s connections run several statements in one query (MariaDB only)."""
+    return engine in _multi_statement_engines
+
+
+def engine_key(url: str, pre_ping: bool = True, multi_statements: bool = False) -> str:
+    return f"{url}#pre_ping={pre_ping}#multi={multi_statements}"
+
+
+def allocation_engine(url: str) -> Engine:
+    """The engine numbers are allocated on (shard workers, the API's DB-only path).
+
+    No pre-ping (a round trip per transaction): a connection found dead fails its transaction
+    as "database unreachable" instead, which the caller retries on a fresh pool. Multi-statement
+    queries on MariaDB: a batch's writes and COMMIT travel in one round trip (shared/sqlbatch.py).
+    """
+    return get_engine(url, pre_ping=False, multi_statements=True)
+
+
+def get_engine(url: str, *, pre_ping: bool = True, multi_statements: bool = False) -> Engine:
     """One engine (and pool) per URL per process.
 
     The shard workers' allocation path asks for ``pre_ping=False``: the ping is a round trip
@@ -73,11 +101,12 @@ def get_engine(url: str, *, pre_ping: bool = True) -> Engine:
     unreachable", which the worker retries after 0.25 s on a fresh pool (SQLAlchemy discards
     the whole pool on a disconnect).
     """
-    key = engine_key(url, pre_ping)
+    key = engine_key(url, pre_ping, multi_statements)
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = _engines[key] = make_engine(url, pre_ping=pre_ping)
+            engine = _engines[key] = make_engine(url, pre_ping=pre_ping,
+                                                 multi_statements=multi_statements)
         return engine
 
 

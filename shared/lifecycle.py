@@ -343,7 +343,8 @@ def _void(session: Session, plan: _VoidPlan, actor: Actor, clock: Clock) -> dict
             client_ip=actor.client_ip, user_agent=actor.user_agent)
         request.extra.update(source="REPLACE", replaces=row.document_number,
                              audit_request_id=actor.request_id)
-        outcome = allocate_in_session(session, plan.counter_key, [request], clock=clock)[0]
+        outcome = allocate_in_session(session, {plan.counter_key: [request]},
+                                      clock=clock)[plan.counter_key][0]
         if outcome.error is not None:
             raise outcome.error  # rolls back the void too: nothing half-written
         replacement = outcome.number

@@ -7,7 +7,7 @@ from celery import Celery
 from celery.backends.redis import RedisBackend
 
 from docnum.shared.allocation import Outcome, observe_generation, serve_requests
-from docnum.shared.db import get_engine, ledger_identity
+from docnum.shared.db import allocation_engine, ledger_identity
 from docnum.shared.errors import DocnumError
 from docnum.shared.issuing import AllocationRequest
 from docnum.shared.routing import ALLOCATE_TASK
@@ -25,7 +25,7 @@ def register(celery: Celery) -> None:
         # ``reply``: the answer channel of the API process that sent the batch (api/frontdoor/waiter.py).
         # ``_later``: optional fields a newer front door may add (docs/deploy.md §7).
         settings: Settings = self.app.conf.docnum_settings
-        own = ledger_identity(get_engine(settings.database_url, pre_ping=False))
+        own = ledger_identity(allocation_engine(settings.database_url))
         requests = [AllocationRequest.from_message(m) for m in messages]
         if ledger is not None and ledger != own:
             # Published by the front door of another deployment that shares this broker: its

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from sqlalchemy import func, select
 
 from docnum.shared import issuing
 from docnum.shared.allocation import allocate_many
 from docnum.shared.clock import SystemClock
-from docnum.shared.db import transaction
+from docnum.shared.db import allocation_engine, transaction
 from docnum.shared.models import AuditRow, Counter, IssuedNumber
 from tests.conftest import LETTER_TEMPLATE, letter
 
@@ -24,6 +25,13 @@ def _request(engine, settings, body: dict, request_id: str | None = None):
                                  actor="alice", now=now)
 
 
+@pytest.fixture(params=["one statement per round trip", "two round trips"])
+def alloc_engine(request, engine, database_url):
+    """Both ways ``allocate_many`` talks to MariaDB: statement by statement through a Session,
+    and the allocation engine's lock + one multi-statement write-and-commit."""
+    return engine if request.param.startswith("one") else allocation_engine(database_url)
+
+
 def _groups(requests) -> dict:
     groups: dict = {}
     for request in requests:
@@ -31,7 +39,7 @@ def _groups(requests) -> dict:
     return groups
 
 
-def test_several_keys_one_transaction_each_counter_contiguous(engine, settings,
+def test_several_keys_one_transaction_each_counter_contiguous(alloc_engine, engine, settings,
                                                               seed):
     seed(project="P2")
     parties = [("คคง.", "สคฉ.3"), ("คคง.", "ผรม.1"), ("TEAM-A", "TEAM-B")]
@@ -41,7 +49,7 @@ def test_several_keys_one_transaction_each_counter_contiguous(engine, settings,
     requests.append(requests[0])  # one request delivered twice within the batch
     groups = _groups(requests)
     assert len(groups) == 3
-    served = allocate_many(engine, groups, clock=SystemClock())
+    served = allocate_many(alloc_engine, groups, clock=SystemClock())
 
     numbers = {}
     for key, outcomes in served.items():
@@ -62,7 +70,7 @@ def test_several_keys_one_transaction_each_counter_contiguous(engine, settings,
     assert rows == 9 and audits == 9
 
     # Redelivered whole (a worker died before acknowledging): every answer is replayed.
-    again = allocate_many(engine, groups, clock=SystemClock())
+    again = allocate_many(alloc_engine, groups, clock=SystemClock())
     for key in groups:
         assert [o.number for o in again[key]] == [o.number for o in served[key]]
         assert all(o.replayed for o in again[key])
@@ -73,7 +81,7 @@ def test_several_keys_one_transaction_each_counter_contiguous(engine, settings,
             Counter.counter_key.in_(list(groups)))).all()) == lasts
 
 
-def test_collision_between_keys_of_one_batch_is_refused_without_consuming(
+def test_collision_between_keys_of_one_batch_is_refused_without_consuming(alloc_engine, 
         engine, settings, seed):
     # MEMO's template fixes the originator: its counter differs from LETTER's, its first number
     # does not.
@@ -82,7 +90,7 @@ def test_collision_between_keys_of_one_batch_is_refused_without_consuming(
     first = _request(engine, settings, letter(project="P2"))
     clash = _request(engine, settings, letter(project="P2", correspondence_type="MEMO"))
     assert first.counter_key != clash.counter_key
-    served = allocate_many(engine, _groups([first, clash]), clock=SystemClock())
+    served = allocate_many(alloc_engine, _groups([first, clash]), clock=SystemClock())
     winner, loser = served[first.counter_key][0], served[clash.counter_key][0]
     if first.counter_key > clash.counter_key:  # keys are served in sorted order
         winner, loser = loser, winner
@@ -94,18 +102,18 @@ def test_collision_between_keys_of_one_batch_is_refused_without_consuming(
     assert sorted(lasts.values()) == [0, 1]  # the refused request consumed nothing
 
 
-def test_number_taken_earlier_is_refused_after_the_optimistic_insert_fails(
+def test_number_taken_earlier_is_refused_after_the_optimistic_insert_fails(alloc_engine, 
         engine, settings, seed):
     # The first attempt skips the look-ups; the ledger's unique number per project stops the
     # insert, and the careful second attempt refuses just that request.
     seed({"LETTER": (LETTER_TEMPLATE, "YEARLY"),
           "MEMO": ("คคง.-{RECIPIENT}-{SEQ:4}-{YEAR:B.E.}", "YEARLY")}, project="P2")
     first = _request(engine, settings, letter(project="P2"))
-    [issued] = allocate_many(engine, _groups([first]), clock=SystemClock())[first.counter_key]
+    [issued] = allocate_many(alloc_engine, _groups([first]), clock=SystemClock())[first.counter_key]
     clash = _request(engine, settings, letter(project="P2", correspondence_type="MEMO"))
     fine = _request(engine, settings, letter(project="P2", recipient="ผรม.1",
                                              correspondence_type="MEMO"))
-    served = allocate_many(engine, _groups([clash, fine]), clock=SystemClock())
+    served = allocate_many(alloc_engine, _groups([clash, fine]), clock=SystemClock())
     [refused] = served[clash.counter_key]
     assert refused.error is not None and refused.error.code == "DUPLICATE_NUMBER"
     assert issued.number["document_number"] in refused.error.detail
@@ -117,3 +125,31 @@ def test_number_taken_earlier_is_refused_after_the_optimistic_insert_fails(
         failures = session.scalar(select(func.count()).select_from(AuditRow).where(
             AuditRow.request_id == clash.request_id, AuditRow.success.is_(False)))
     assert last == 0 and failures == 1
+
+
+def test_allocation_engine_takes_two_round_trips(engine, settings, seed, database_url,
+                                                 monkeypatch):
+    """Once its counters exist, a batch costs the lock and one write-and-commit query."""
+    from docnum.shared import sqlbatch
+
+    seed(project="P2")
+    calls: list[str] = []
+    rows, write = sqlbatch.RawCursor.rows, sqlbatch.RawCursor.execute_and_commit
+    monkeypatch.setattr(sqlbatch.RawCursor, "rows",
+                        lambda self, *a: calls.append("lock") or rows(self, *a))
+    monkeypatch.setattr(sqlbatch.RawCursor, "execute_and_commit",
+                        lambda self, *a: calls.append("write+commit") or write(self, *a))
+    fast = allocation_engine(database_url)
+
+    def fresh(*originators: str) -> list:
+        return [_request(engine, settings, letter(project="P2", originator=o))
+                for o in originators]
+
+    allocate_many(fast, _groups(fresh("คคง.")), clock=SystemClock())  # creates one counter
+    calls.clear()
+    served = allocate_many(fast, _groups(fresh("คคง.", "คคง.", "TEAM-A")), clock=SystemClock())
+    assert calls == ["lock", "lock", "write+commit"]  # TEAM-A's counter is new: created once
+    calls.clear()
+    served.update(allocate_many(fast, _groups(fresh("คคง.", "TEAM-A")), clock=SystemClock()))
+    assert calls == ["lock", "write+commit"]
+    assert all(o.ok and not o.replayed for outcomes in served.values() for o in outcomes)

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from docnum.shared import issuing, lifecycle
-from docnum.shared.allocation import allocate_numbers
+from docnum.shared.allocation import allocate_many
 from docnum.shared.audit import Actor
 from docnum.shared.clock import FixedClock, SystemClock
 from docnum.shared.db import transaction
@@ -45,7 +45,7 @@ def reserve_direct(engine, settings, *, body=None, ttl=300, clock=None) -> dict:
     request = issuing.build_request(request_id=str(uuid.uuid4()), mode="reserve", ctx=ctx,
                                     config=config, counter_key=key, day=day, actor="alice",
                                     now=clock.now())
-    outcome = allocate_numbers(engine, key, [request], clock=clock, reservation_ttl=ttl)[0]
+    outcome = allocate_many(engine, {key: [request]}, clock=clock, reservation_ttl=ttl)[key][0]
     assert outcome.ok, outcome.error
     return outcome.number
 
