@@ -111,13 +111,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if ownership == REFUSED:
         return OWNERSHIP_REFUSED_EXIT
     metrics_dir = _metrics_dir()
-    # One solo process per worker: each shard queue has exactly one consumer, which serves
-    # its counters strictly one message after another. Solo also means the samples of every
-    # task land in this process's files in PROMETHEUS_MULTIPROC_DIR, summed by the API.
+    # One solo process per worker: its ShardConsumer (workers/shard_consumer.py) serves all of
+    # its shards, batch after batch, and its samples land in this process's files in
+    # PROMETHEUS_MULTIPROC_DIR, summed by the API.
     try:
         from docnum.workers.celery_app import make_celery
 
         celery = make_celery(settings)
+        # The ShardConsumer asks the ownership which shards to serve, batch by batch.
+        celery.conf.docnum_ownership = ownership
         if os.environ.get(WORKER_METRICS_PORT):
             # A worker with a metrics directory of its own (a container per worker) is scraped
             # on its own port; under `docnum up` the API's /metrics already includes it.
@@ -137,10 +139,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
             # Drop this process's live gauges (pool usage); its counters stay summed.
             multiprocess.mark_process_dead(os.getpid(), metrics_dir)
-    if ownership is not None and ownership.lost:
-        # Stopped because another worker took a shard over: not a clean exit, so that the
-        # service manager restarts it (and it is refused while the other owner lives).
-        return OWNERSHIP_REFUSED_EXIT
     return 0
 
 
@@ -155,6 +153,7 @@ def _claim_shards(settings, queues: list[str], instance: str | None):
 
     import redis
 
+    from docnum.shared.db import database_reachable
     from docnum.workers.ownership import ShardOwned, claim_shards
 
     if not settings.uses_redis:
@@ -163,7 +162,9 @@ def _claim_shards(settings, queues: list[str], instance: str | None):
         return None
     while True:
         try:
-            ownership = claim_shards(settings, queues, instance)
+            ownership = claim_shards(
+                settings, queues, instance,
+                database_ok=lambda: database_reachable(settings.database_url))
         except ShardOwned as refused:
             print(f"docnum worker: {refused}", file=sys.stderr, flush=True)
             return REFUSED

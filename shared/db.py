@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from MySQLdb.constants import CLIENT
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from docnum.shared.errors import DocnumError
 
@@ -51,6 +52,9 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True,
     if url.startswith(("mysql", "mariadb")):
         connect_args = {"connect_timeout": 5, "charset": "utf8mb4"}
         if multi_statements:
+            # A connection cut mid-query (no FIN, no RST) would otherwise wait for the kernel's
+            # keepalive (hours); mysqlclient tries a read three times, so ~30 s in all.
+            connect_args.update(read_timeout=10, write_timeout=10)
             # FOUND_ROWS is the flag SQLAlchemy's mysqlclient dialect sets itself (rowcount =
             # matched rows); a client_flag given here replaces it, so it is repeated.
             connect_args["client_flag"] = CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
@@ -159,6 +163,24 @@ def is_unreachable(exc: BaseException) -> bool:
     if number in UNREACHABLE_MYSQL_ERRORS:
         return True
     return isinstance(exc, OperationalError) and number is None and "unable to open" in str(exc)
+
+
+def database_reachable(url: str, timeout_s: int = 2) -> bool:
+    """``SELECT 1`` over a fresh connection (never a pooled one, which may be the very
+    connection that is stuck), bounded by ``timeout_s``."""
+    connect_args: dict = {}
+    if url.startswith(("mysql", "mariadb")):
+        connect_args = {"connect_timeout": timeout_s, "read_timeout": timeout_s,
+                        "charset": "utf8mb4"}
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:  # any failure means "not reachable"
+        return False
+    finally:
+        engine.dispose()
 
 
 def service_busy(retry_after: int = 5) -> DocnumError:

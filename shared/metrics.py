@@ -63,10 +63,18 @@ duplicate_collisions = Counter(
     "Requests refused because another template of the project rendered the same number",
     ["project"])
 
+# Not in the operations guide: shard ownership changes (workers/ownership.py). cause: stalled
+# (the owner's consumer made no progress and it stood down), lost (another worker adopted the
+# shard while this one was paused or cut off), adopted, handed_back, reclaimed.
+shard_handovers = Counter(
+    "docnum_shard_handover_total", "Shard ownership changes, by shard queue and cause",
+    ["queue", "cause"])
+
 #: The metrics stored per process, in the order ``/metrics`` declares them.
 PROCESS_METRICS = (lock_acquisition_duration, lock_acquisition_failures, lock_acquisition_total,
                    generation_duration, retry_count, redis_connection_status,
-                   db_connection_pool_usage, reservations_expired, duplicate_collisions)
+                   db_connection_pool_usage, reservations_expired, duplicate_collisions,
+                   shard_handovers)
 
 
 def declarations() -> list[Metric]:

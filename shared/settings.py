@@ -50,6 +50,9 @@ class Settings:
     coalesce_linger_ms: int = 20
     # Seconds a shard worker's ownership lock outlives its last heartbeat (workers/ownership.py).
     shard_owner_ttl: int = 30
+    # Seconds a shard consumer's batch may make no progress before its worker stands down and
+    # another worker adopts its shards (workers/ownership.py).
+    shard_stall_timeout: int = 6
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -107,6 +110,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     shard_owner_ttl = _int(env, "DOCNUM_SHARD_OWNER_TTL", 30)
     if shard_owner_ttl < 3:
         raise ValueError("DOCNUM_SHARD_OWNER_TTL must be at least 3 seconds")
+    shard_stall_timeout = _int(env, "DOCNUM_SHARD_STALL_TIMEOUT", 6)
+    if shard_stall_timeout < 1:
+        raise ValueError("DOCNUM_SHARD_STALL_TIMEOUT must be at least 1 second")
     return Settings(
         var_dir=var_dir,
         database_url=db_url,
@@ -137,6 +143,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         # After an answer, how long a shard's next batch may wait to fill (busy shards only).
         coalesce_linger_ms=_int(env, "DOCNUM_COALESCE_LINGER_MS", 20),
         shard_owner_ttl=shard_owner_ttl,
+        shard_stall_timeout=shard_stall_timeout,
     )
 
 

@@ -115,7 +115,12 @@ def raw_transaction(engine: Engine) -> Iterator[RawCursor]:
     like errors of a Session.
     """
     dialect = engine.dialect
-    raw = engine.raw_connection()
+    try:
+        raw = engine.raw_connection()
+    except dialect.loaded_dbapi.Error as exc:  # a connect attempt that failed
+        raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
+                                  connection_invalidated=dialect.is_disconnect(exc, None, None),
+                                  dialect=dialect) from exc
     cursor = None
     try:
         cursor = raw.cursor()

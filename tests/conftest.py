@@ -204,6 +204,11 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     engine = request.getfixturevalue("engine")
+    if "redis_dbs" in request.fixturenames:
+        # An earlier test's queued request must not be served after this cleanup (into the
+        # next test's empty ledger): wait until every shard queue and processing list is empty.
+        broker_url, _ = request.getfixturevalue("redis_dbs")
+        _wait_for_idle_shards(broker_url, request.getfixturevalue("settings").queue_shards)
     with engine.begin() as conn:
         conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
         for table in TABLES:
@@ -218,6 +223,15 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
             client.delete(*stale)
         bump_reference_generation(backend)
     yield
+
+
+def _wait_for_idle_shards(broker_url: str, shards: int) -> None:
+    from docnum.shared.routing import all_shard_queues
+    from docnum.workers.shard_queues import processing_key
+
+    client = redis_lib.Redis.from_url(broker_url)
+    keys = [k for q in all_shard_queues(shards) for k in (q, processing_key(q))]
+    wait_for(lambda: not client.exists(*keys), timeout=15, message="the shard queues to drain")
 
 
 def bump_reference_generation(backend_url: str) -> None:

@@ -86,6 +86,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
     tasks.register(celery)
     maintenance.register(celery)
+    # On Redis, the worker's shard queues are served by the ShardConsumer, not by kombu.
+    from docnum.workers.shard_consumer import ShardConsumerStep
+
+    celery.steps["consumer"].add(ShardConsumerStep)
     # docnum_db_connection_pool_usage of the process that runs the tasks (engines are cached
     # per URL, so this is the very engine the tasks will use; nothing connects yet).
     metrics.track_pool(get_engine(settings.database_url))

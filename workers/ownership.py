@@ -1,47 +1,67 @@
-"""Shard ownership: at most one live consumer per shard queue, across every host.
+"""Shard ownership: one live consumer per shard queue, handed over when an owner stops progressing.
 
-Two workers on one shard queue become competing consumers: one counter's requests would then
-run concurrently and out of order (the counter row lock in MariaDB still keeps every number
-unique and contiguous, but "served one after another" is lost). So a shard worker, before it
-consumes anything, takes one Redis key per shard queue on the broker's Redis::
+Two workers on one shard would serve one counter's requests concurrently and out of order (the
+counter row lock in MariaDB still keeps every number unique and contiguous, but "served one after
+another" is lost). So a shard worker holds one Redis key per shard it serves, on the broker's
+Redis::
 
-    SET docnum:shard-owner:docnum.shard.N  <host:pid:instance>  NX EX <ttl>
+    docnum:shard-owner:docnum.shard.N = "<host:pid:instance>|home"     (or "|adopted")
 
-If any is held by someone else it gives back what it took and exits with status 3 and a clear
-message. While it runs, a daemon thread refreshes its keys every ttl/3 (only while they are
-still its own: a compare-and-expire script); a clean shutdown deletes them (compare-and-
-delete). A worker that dies without cleaning up (SIGKILL, power loss) holds its shards until
-the keys expire, ``DOCNUM_SHARD_OWNER_TTL`` (30 s) after the last heartbeat; a replacement
-started earlier is refused and restarted by its service manager until then.
+**Home shards** are the ones a worker is started with (``docnum worker --shards``). If another
+worker holds one of them as ITS home shard, the new worker gives back what it took and exits with
+status 3 (a deployment mistake: two workers configured for one shard). If an adopter holds it,
+the new worker asks for it back (``docnum:shard-wanted:…``) and the adopter hands it over between
+two batches.
 
-If the heartbeat finds a key taken by another worker (this process could not refresh it for a
-whole TTL: Redis unreachable, or the process was frozen), this worker has lost the shard and
-stops itself with a warm shutdown, exiting with status 3. A key that vanished (a Redis failover
-that lost it) is simply taken again.
+**Adoption.** Every worker looks once a second for shards nobody holds (a worker that stood down,
+or died without a successor and whose key expired) and, after ``ORPHAN_GRACE_S`` (so that workers
+starting together take their own home shards first), adopts them: it serves their processing
+lists (the messages the previous owner had taken) at once, then their queues.
 
-The embedded default (no Redis) has no ownership lock: ``docnum up`` there runs exactly one
-consumer per shard by construction.
+**Progress, not liveness.** A heartbeat proves only that the process runs. The consumer reports
+each batch it starts and ends; a worker whose current batch has made no progress for
+``DOCNUM_SHARD_STALL_TIMEOUT`` seconds (database unreachable, a connection stuck mid-query)
+stands down: it deletes its keys, so that another worker adopts its shards within a few
+seconds, counts the handover (``docnum_shard_handover_total{cause="stalled"}``) and logs why. It
+stays alive and holds nothing until its stuck batch has returned and a database probe succeeds;
+then it takes its home shards back.
+
+**Partitions and pauses.** Keys live ``DOCNUM_SHARD_OWNER_TTL`` seconds after the last refresh.
+A worker frozen (SIGSTOP) or cut off from Redis for longer loses its keys: another worker adopts
+its shards while it cannot act. When it comes back, the refresh finds the key gone or held by
+the adopter; it drops the shard (answers of a batch it was serving are still stored if they are
+numbers: the ledger decided them; transient failures are not) and asks for its home shards back.
+During such a split two workers may briefly serve one shard; the ledger's unique keys keep every
+number unique (docs/reliability.md).
+
+The embedded default's SQL broker has no ownership keys: ``docnum up`` runs exactly one consumer
+per shard there by construction.
 """
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
 import redis
 
-from docnum.shared import redis_urls
+from docnum.shared import metrics, redis_urls
 from docnum.shared.settings import Settings
 
 log = logging.getLogger("docnum.ownership")
 
 KEY_PREFIX = "docnum:shard-owner:"
+WANTED_PREFIX = "docnum:shard-wanted:"
 REFUSED_EXIT_CODE = 3
-ERROR_RETRY_S = 1.0
+HOME = "home"
+ADOPTED = "adopted"
+TICK_S = 1.0
+# A shard must be seen without an owner this long before a worker adopts it.
+ORPHAN_GRACE_S = 3.0
 
 # Extend the key only while it is still ours.
 _REFRESH = """
@@ -68,7 +88,7 @@ return 0
 
 
 class ShardOwned(Exception):
-    """Another live worker owns a shard queue this worker was asked to consume."""
+    """Another live worker owns, as its home shard, a shard this worker was started with."""
 
     def __init__(self, queue: str, holder: str) -> None:
         self.queue = queue
@@ -81,64 +101,131 @@ def owner_key(queue: str) -> str:
     return KEY_PREFIX + queue
 
 
+def wanted_key(queue: str) -> str:
+    return WANTED_PREFIX + queue
+
+
 def holder_id(instance: str | None = None) -> str:
     """``host:pid:instance``: who holds a shard, readable in the refusal message."""
     return f"{socket.gethostname()}:{os.getpid()}:{instance or uuid.uuid4().hex[:12]}"
 
 
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
+def parse_owner(value: bytes | str | None) -> tuple[str, str] | None:
+    """(holder, role) of an ownership key's value."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    holder, _, role = text.rpartition("|")
+    if not holder:  # a value without a role: a home shard
+        return text, HOME
+    return holder, role
 
 
 class ShardOwnership:
-    """The ownership keys of one worker process: acquire, heartbeat, release."""
+    """The ownership keys of one worker process: home shards, adopted shards, handovers."""
 
-    def __init__(self, client: redis.Redis, queues: list[str], ttl: int,
-                 holder: str | None = None, successor_of: str | None = None,
-                 on_lost: Callable[[str, str | None], None] | None = None) -> None:
+    def __init__(self, client: redis.Redis, home: list[str], ttl: int, *,
+                 all_queues: list[str] | None = None, holder: str | None = None,
+                 successor_of: str | None = None, stall_timeout: float = 6.0,
+                 database_ok: Callable[[], bool] | None = None) -> None:
         self.redis = client
-        self.queues = list(queues)
+        self.home = list(home)
+        self.all_queues = list(all_queues or home)
         self.ttl = ttl
         self.holder = holder or holder_id()
         # ``docnum up`` restarts a crashed child only after it exited, and tells the new one
         # its slot (``--owner-instance``): a key held by that same slot is its dead
         # predecessor's, taken over at once instead of waiting for the key to expire.
         self.successor_of = successor_of
-        self.on_lost = on_lost or _stop_this_worker
-        self.held: list[str] = []
-        self.lost: tuple[str, str | None] | None = None  # (queue, new holder) once lost
+        self.stall_timeout = stall_timeout
+        self.database_ok = database_ok or (lambda: True)
+        self.stood_down: str | None = None   # why, while this worker holds nothing
+        # The consumer holds this while it takes, serves and answers a batch: an adopted
+        # shard is handed back only between two batches.
+        self.serving = threading.Lock()
+        self._held: dict[str, str] = {}       # queue -> HOME | ADOPTED
+        self._lock = threading.Lock()
+        self._orphan_since: dict[str, float] = {}
+        self._batch_started: float | None = None
+        self._refreshed_at = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._refresh = client.register_script(_REFRESH)
         self._release = client.register_script(_RELEASE)
         self._replace = client.register_script(_REPLACE)
 
-    # -- start ----------------------------------------------------------------------------
+    # -- what the consumer asks -----------------------------------------------------------
+    def queues(self) -> list[str]:
+        with self._lock:
+            return sorted(self._held)
+
+    def holds(self, queue: str) -> bool:
+        with self._lock:
+            return queue in self._held
+
+    def begin_batch(self) -> None:
+        self._batch_started = time.monotonic()
+
+    def end_batch(self) -> None:
+        self._batch_started = None
+
+    def stalled_for(self) -> float:
+        """Seconds the batch in hand has been running (0 when the consumer is idle)."""
+        started = self._batch_started
+        return 0.0 if started is None else time.monotonic() - started
+
+    # -- keys -----------------------------------------------------------------------------
+    def _value(self, role: str) -> str:
+        return f"{self.holder}|{role}"
+
+    def _take(self, queue: str, role: str) -> bool:
+        if self.redis.set(owner_key(queue), self._value(role), nx=True, ex=self.ttl):
+            with self._lock:
+                self._held[queue] = role
+            if role == HOME:
+                self.redis.delete(wanted_key(queue))
+            return True
+        return False
+
+    def _drop(self, queue: str) -> None:
+        with self._lock:
+            self._held.pop(queue, None)
+
+    def _is_predecessor(self, holder: str) -> bool:
+        return bool(self.successor_of) and holder.rsplit(":", 1)[-1] == self.successor_of
+
     def acquire(self) -> None:
-        """Take every shard or none; raise ``ShardOwned`` naming the first one held."""
+        """Take the home shards; raise ``ShardOwned`` (having given back what it took) if
+        another worker holds one as its home shard. A home shard held by an adopter is asked
+        back and taken by the heartbeat once handed over."""
         try:
-            for queue in self.queues:
-                key = owner_key(queue)
-                if self.redis.set(key, self.holder, nx=True, ex=self.ttl):
-                    self.held.append(queue)
+            for queue in self.home:
+                if self._take(queue, HOME):
                     continue
-                current = _text(self.redis.get(key))
-                if current is None and self.redis.set(key, self.holder, nx=True, ex=self.ttl):
-                    self.held.append(queue)  # expired between SET and GET
+                raw = self.redis.get(owner_key(queue))
+                owner = parse_owner(raw)
+                if owner is None and self._take(queue, HOME):
+                    continue  # expired between SET and GET
+                if owner is None:
+                    raise ShardOwned(queue, "another worker")
+                holder, role = owner
+                if self._is_predecessor(holder) and self._replace(
+                        keys=[owner_key(queue)], args=[raw, self._value(HOME), self.ttl]):
+                    log.info("took over %s from this slot's previous process %s", queue, holder)
+                    with self._lock:
+                        self._held[queue] = HOME
                     continue
-                if current is not None and self._is_predecessor(current) and \
-                        self._replace(keys=[key], args=[current, self.holder, self.ttl]):
-                    log.info("took over %s from this slot's previous process %s", queue,
-                             current)
-                    self.held.append(queue)
+                if role == ADOPTED:
+                    self._ask_back(queue)
                     continue
-                raise ShardOwned(queue, current or "another worker")
+                raise ShardOwned(queue, holder)
         except BaseException:
             self.release()
             raise
 
-    def _is_predecessor(self, current: str) -> bool:
-        return bool(self.successor_of) and current.rsplit(":", 1)[-1] == self.successor_of
+    def _ask_back(self, queue: str) -> None:
+        self.redis.set(wanted_key(queue), self.holder, ex=self.ttl)
+        log.info("asked the adopter of %s to hand it back", queue)
 
     # -- heartbeat ------------------------------------------------------------------------
     def start_heartbeat(self) -> None:
@@ -147,40 +234,129 @@ class ShardOwnership:
         self._thread.start()
 
     def _beat(self) -> None:
-        interval = max(self.ttl / 3.0, 0.5)
-        wait = interval
-        while not self._stop.wait(wait):
+        while not self._stop.wait(TICK_S):
             try:
-                lost = self.refresh()
+                self.tick()
             except redis.RedisError as exc:
-                # Redis unreachable (or failing over): keep trying. Nobody else can take the
-                # keys while Redis is down, and they outlive us by a whole TTL once it is back.
-                log.warning("could not refresh shard ownership (%s); retrying", exc)
-                wait = min(ERROR_RETRY_S, interval)
-                continue
-            wait = interval
-            if lost:
-                self.lost = lost
-                queue, holder = lost
-                log.error("shard %s is now owned by %s (this worker missed its heartbeat for "
-                          "%d s); stopping so that the shard keeps one consumer", queue,
-                          holder, self.ttl)
-                self.on_lost(queue, holder)
-                return
+                # Unreachable (or failing over): keep trying. Our keys expire a TTL after the
+                # last refresh, and another worker may then adopt the shards; the next
+                # refresh that gets through finds out.
+                log.warning("shard ownership heartbeat failed (%s); retrying", exc)
 
-    def refresh(self) -> tuple[str, str | None] | None:
-        """Extend every key; retake one that vanished. (queue, holder) of a key lost to
-        another worker, else None."""
-        for queue in self.held:
+    def tick(self) -> None:
+        """One heartbeat: stall check, refresh, handovers, adoption (once a second)."""
+        if self.stood_down is None and self.stalled_for() > self.stall_timeout:
+            self.stand_down("stalled")
+        if self.stood_down is not None:
+            if self._batch_started is not None or not self.database_ok():
+                return
+            log.warning("shard consumer is making progress again (it stood down: %s); "
+                        "taking its home shards back", self.stood_down)
+            self.stood_down = None
+        now = time.monotonic()
+        if now - self._refreshed_at >= max(self.ttl / 3.0, TICK_S):
+            self.refresh()
+            self._refreshed_at = now
+        self._hand_back()
+        self._reclaim_home()
+        if self.stalled_for() <= self.stall_timeout:
+            self._adopt_orphans(now)
+
+    def refresh(self) -> list[tuple[str, str | None]]:
+        """Extend every key; retake one that vanished. The shards lost to another worker, with
+        their new holder."""
+        lost: list[tuple[str, str | None]] = []
+        with self._lock:
+            held = dict(self._held)
+        for queue, role in held.items():
             key = owner_key(queue)
-            if self._refresh(keys=[key], args=[self.holder, self.ttl]):
+            if self._refresh(keys=[key], args=[self._value(role), self.ttl]):
                 continue
-            if self.redis.set(key, self.holder, nx=True, ex=self.ttl):
-                log.warning("ownership key of %s had vanished (Redis failover?); taken again",
-                            queue)
+            if self.redis.set(key, self._value(role), nx=True, ex=self.ttl):
+                log.warning("ownership key of %s had expired or vanished (this process was "
+                            "paused or cut off from Redis for over %d s, or Redis lost the "
+                            "key); nobody had taken the shard: taken again", queue, self.ttl)
                 continue
-            return queue, _text(self.redis.get(key))
-        return None
+            owner = parse_owner(self.redis.get(key))
+            holder = owner[0] if owner else None
+            self._drop(queue)
+            lost.append((queue, holder))
+            metrics.shard_handovers.labels(queue, "lost").inc()
+            log.error("shard %s is now held by %s: this process missed its heartbeat for over "
+                      "%d s (paused, or cut off from Redis) and the shard was adopted; it stops "
+                      "serving it%s", queue, holder, self.ttl,
+                      " and asks for it back" if role == HOME else "")
+        return lost
+
+    def stand_down(self, cause: str) -> None:
+        """Give up every shard so that another worker adopts them (the consumer is stuck)."""
+        self.stood_down = cause
+        with self._lock:
+            held, self._held = dict(self._held), {}
+        for queue, role in held.items():
+            try:
+                self._release(keys=[owner_key(queue)], args=[self._value(role)])
+            except redis.RedisError as exc:
+                log.warning("could not release %s (%s); it expires in at most %d s", queue,
+                            exc, self.ttl)
+            metrics.shard_handovers.labels(queue, cause).inc()
+        log.error("shard consumer made no progress for %.0f s (%s: database unreachable or a "
+                  "connection stuck); stood down from %s so that another worker adopts them",
+                  self.stalled_for(), cause, ", ".join(sorted(held)) or "no shard")
+
+    def _hand_back(self) -> None:
+        with self._lock:
+            adopted = [q for q, role in self._held.items() if role == ADOPTED]
+        if not adopted:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue in adopted:
+                pipe.exists(wanted_key(queue))
+            wanted = [q for q, asked in zip(adopted, pipe.execute(), strict=True) if asked]
+        if not wanted or not self.serving.acquire(blocking=False):
+            return  # between two batches only: try again next tick
+        try:
+            for queue in wanted:
+                self._release(keys=[owner_key(queue)], args=[self._value(ADOPTED)])
+                self._drop(queue)
+                metrics.shard_handovers.labels(queue, "handed_back").inc()
+                log.info("handed %s back to its home worker", queue)
+        finally:
+            self.serving.release()
+
+    def _reclaim_home(self) -> None:
+        with self._lock:
+            missing = [q for q in self.home if q not in self._held]
+        for queue in missing:
+            if self._take(queue, HOME):
+                metrics.shard_handovers.labels(queue, "reclaimed").inc()
+                log.info("took home shard %s back", queue)
+                continue
+            owner = parse_owner(self.redis.get(owner_key(queue)))
+            if owner is not None and owner[1] == ADOPTED:
+                self._ask_back(queue)
+
+    def _adopt_orphans(self, now: float) -> None:
+        with self._lock:
+            candidates = [q for q in self.all_queues if q not in self._held]
+        if not candidates:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue in candidates:
+                # A shard asked back by its home worker is about to be taken by it.
+                pipe.exists(owner_key(queue), wanted_key(queue))
+            owned = pipe.execute()
+        for queue, has_owner in zip(candidates, owned, strict=True):
+            if has_owner:
+                self._orphan_since.pop(queue, None)
+                continue
+            since = self._orphan_since.setdefault(queue, now)
+            if now - since < ORPHAN_GRACE_S:
+                continue
+            if self._take(queue, ADOPTED):
+                self._orphan_since.pop(queue, None)
+                metrics.shard_handovers.labels(queue, "adopted").inc()
+                log.warning("adopted %s: it had no owner for %.0f s", queue, now - since)
 
     # -- stop -----------------------------------------------------------------------------
     def release(self) -> None:
@@ -188,34 +364,35 @@ class ShardOwnership:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
-        for queue in list(self.held):
+        with self._lock:
+            held, self._held = dict(self._held), {}
+        for queue, role in held.items():
             try:
-                self._release(keys=[owner_key(queue)], args=[self.holder])
+                self._release(keys=[owner_key(queue)], args=[self._value(role)])
             except redis.RedisError as exc:
                 log.warning("could not release %s (%s); it expires in at most %d s", queue,
                             exc, self.ttl)
-        self.held.clear()
 
 
-def _stop_this_worker(_queue: str, _holder: str | None) -> None:
-    # Celery's warm shutdown: finish the task in hand, stop consuming, exit.
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def claim_shards(settings: Settings, queues: list[str],
-                 instance: str | None = None) -> ShardOwnership | None:
-    """Take the ownership keys of ``queues`` for this process and start the heartbeat.
+def claim_shards(settings: Settings, queues: list[str], instance: str | None = None,
+                 database_ok: Callable[[], bool] | None = None) -> ShardOwnership | None:
+    """Take the ownership keys of ``queues`` (home shards) and start the heartbeat.
 
     None on the embedded default (no Redis). Raises ``ShardOwned`` when another worker owns one
-    of them, and ``redis.RedisError`` when the broker's Redis cannot be reached.
+    of them as its home shard, and ``redis.RedisError`` when Redis cannot be reached.
     """
     if not redis_urls.is_redis_url(settings.broker_url):
         log.info("shard ownership lock skipped: the broker is not Redis (embedded default)")
         return None
+    from docnum.shared.routing import all_shard_queues
+
     client = redis_urls.redis_client(settings.broker_url,
                                      master_name=settings.redis_sentinel_master)
     ownership = ShardOwnership(client, queues, settings.shard_owner_ttl,
-                               holder=holder_id(instance), successor_of=instance)
+                               all_queues=all_shard_queues(settings.queue_shards),
+                               holder=holder_id(instance), successor_of=instance,
+                               stall_timeout=settings.shard_stall_timeout,
+                               database_ok=database_ok)
     ownership.acquire()
     ownership.start_heartbeat()
     log.info("owning %s as %s (lock TTL %d s)", ", ".join(queues), ownership.holder,

@@ -1,7 +1,9 @@
-"""Shard ownership: a second consumer of an owned shard is refused; it may take over once the
-owner stops (keys deleted) or dies (keys expire, ``DOCNUM_SHARD_OWNER_TTL`` after the last
-heartbeat). Real ``docnum worker`` subprocesses against two Redis DBs of the machine's Redis
-claimed for the test.
+"""Shard ownership: a second worker started for an owned home shard is refused; it may take over
+once the owner stops (keys deleted) or dies (keys expire, ``DOCNUM_SHARD_OWNER_TTL`` after the
+last heartbeat). A shard without an owner is adopted by a live worker and handed back when its
+home worker returns; a worker whose consumer stops progressing stands down. Real ``docnum
+worker`` subprocesses, and ``ShardOwnership`` driven tick by tick, against Redis DBs of the
+machine's Redis claimed for the test.
 """
 from __future__ import annotations
 
@@ -16,7 +18,15 @@ import pytest
 import redis
 
 from docnum.shared.settings import load_settings
-from docnum.workers.ownership import REFUSED_EXIT_CODE, ShardOwned, ShardOwnership, owner_key
+from docnum.workers import ownership as ownership_module
+from docnum.workers.ownership import (
+    REFUSED_EXIT_CODE,
+    ShardOwned,
+    ShardOwnership,
+    owner_key,
+    parse_owner,
+    wanted_key,
+)
 from tests.conftest import JWT_SECRET, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +45,7 @@ class Workers:
         self.env = dict(os.environ, DOCNUM_DATABASE_URL=database_url,
                         DOCNUM_BROKER_URL=broker[0], DOCNUM_RESULT_BACKEND=broker[1],
                         DOCNUM_JWT_SECRET=JWT_SECRET, DOCNUM_VAR_DIR=str(tmp_path / "var"),
-                        DOCNUM_QUEUE_SHARDS="4", DOCNUM_SHARD_OWNER_TTL=str(TTL_S))
+                        DOCNUM_QUEUE_SHARDS="2", DOCNUM_SHARD_OWNER_TTL=str(TTL_S))
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen] = []
 
@@ -59,8 +69,13 @@ class Workers:
 
 
 def _holder(client: redis.Redis, shard: int) -> str | None:
-    value = client.get(owner_key(f"docnum.shard.{shard}"))
-    return value.decode() if value else None
+    owner = parse_owner(client.get(owner_key(f"docnum.shard.{shard}")))
+    return owner[0] if owner else None
+
+
+def _role(client: redis.Redis, shard: int) -> str | None:
+    owner = parse_owner(client.get(owner_key(f"docnum.shard.{shard}")))
+    return owner[1] if owner else None
 
 
 def _owns(client: redis.Redis, proc: subprocess.Popen, *shards: int) -> bool:
@@ -87,33 +102,38 @@ def test_second_worker_on_an_owned_shard_is_refused(database_url, broker,
         started = time.monotonic()
         _refused(workers, b, 1)
         refused_in = time.monotonic() - started
-        assert _holder(client, 0) and _owns(client, a, 0, 1), "B released or took A's keys"
+        assert _owns(client, a, 0, 1), "B released or took A's keys"
         time.sleep(TTL_S + 1)  # A's heartbeat keeps its keys past their TTL
         assert a.poll() is None and _owns(client, a, 0, 1)
 
-        # A stops cleanly (SIGTERM: warm shutdown) and deletes its keys; B can start.
+        # A stops cleanly (SIGTERM: warm shutdown) and deletes its keys; B can start, and
+        # adopts shard 0, which nobody owns any more.
         a.send_signal(signal.SIGTERM)
         assert a.wait(30) == 0, workers.stderr(a)
-        assert _holder(client, 0) is None and _holder(client, 1) is None
         b2 = workers.start("b2", "1")
         wait_for(lambda: _owns(client, b2, 1), timeout=20, message="B to take shard 1")
-        time.sleep(1)
-        assert b2.poll() is None, workers.stderr(b2)
+        wait_for(lambda: _owns(client, b2, 0) and _role(client, 0) == "adopted", timeout=20,
+                 message="B to adopt the orphaned shard 0")
+        assert _role(client, 1) == "home"
 
-        # B2 is SIGKILLed: its key stays until it expires; C is refused until then.
+        # B2 is SIGKILLed: its keys stay until they expire; C is refused until then.
         b2.send_signal(signal.SIGKILL)
         b2.wait(10)
         killed_at = time.monotonic()
-        c = workers.start("c", "1,2")
+        c = workers.start("c", "1")
         _refused(workers, c, 1)
-        assert _holder(client, 2) is None, "a refused worker keeps nothing"
         wait_for(lambda: _holder(client, 1) is None, timeout=TTL_S + 2,
                  message="the dead owner's key to expire")
         expired_after = time.monotonic() - killed_at
-        d = workers.start("d", "1,2")
-        wait_for(lambda: _owns(client, d, 1, 2), timeout=20, message="D to take shards 1,2")
-        time.sleep(1)
-        assert d.poll() is None, workers.stderr(d)
+        d = workers.start("d", "1")
+        wait_for(lambda: _owns(client, d, 0, 1), timeout=20,
+                 message="D to take shard 1 and adopt shard 0")
+
+        # A comes back: D hands shard 0 back between two batches.
+        a2 = workers.start("a2", "0")
+        wait_for(lambda: _owns(client, a2, 0) and _role(client, 0) == "home", timeout=20,
+                 message="D to hand shard 0 back to its home worker")
+        assert _owns(client, d, 1) and a2.poll() is None and d.poll() is None
     finally:
         workers.stop_all()
     print(f"\nsecond consumer refused in {refused_in:.1f} s (process start included); "
@@ -121,39 +141,96 @@ def test_second_worker_on_an_owned_shard_is_refused(database_url, broker,
           f"(TTL {TTL_S} s)")
 
 
-def test_heartbeat_retakes_a_vanished_key_and_reports_a_stolen_one(broker):
+def _ownership(client: redis.Redis, home: list[str], holder: str, **kwargs: object
+               ) -> ShardOwnership:
+    return ShardOwnership(client, home, TTL_S, all_queues=["docnum.shard.0", "docnum.shard.1",
+                                                           "docnum.shard.2"],
+                          holder=holder, **kwargs)
+
+
+def test_refresh_retakes_a_vanished_key_and_gives_up_a_taken_one(broker):
     client = redis.Redis.from_url(broker[0])
-    lost = []
-    owner = ShardOwnership(client, ["docnum.shard.0", "docnum.shard.1"], TTL_S,
-                           holder="h:1:a", on_lost=lambda q, h: lost.append((q, h)))
+    owner = _ownership(client, ["docnum.shard.0", "docnum.shard.1"], "h:1:a")
     owner.acquire()
     assert client.ttl(owner_key("docnum.shard.0")) > 0
     client.delete(owner_key("docnum.shard.0"))                 # e.g. lost in a failover
-    assert owner.refresh() is None
+    assert owner.refresh() == []
     assert _holder(client, 0) == "h:1:a"
-    client.set(owner_key("docnum.shard.1"), "other:2:b")       # our TTL ran out, B took it
-    assert owner.refresh() == ("docnum.shard.1", "other:2:b")
-    assert lost == [] and owner.lost is None  # reporting is the heartbeat thread's business
-    owner.start_heartbeat()  # every TTL/3 = 1 s: finds shard 1 taken, stops this worker
-    wait_for(lambda: lost, timeout=5, message="the heartbeat to notice the stolen key")
-    assert lost == [("docnum.shard.1", "other:2:b")] and owner.lost == lost[0]
+    # Our TTL ran out (paused, cut off) and another worker adopted shard 1.
+    client.set(owner_key("docnum.shard.1"), "other:2:b|adopted")
+    assert owner.refresh() == [("docnum.shard.1", "other:2:b")]
+    assert owner.queues() == ["docnum.shard.0"]
+    owner.tick()  # a home shard held by an adopter is asked back
+    assert client.get(wanted_key("docnum.shard.1")) == b"h:1:a"
     owner.release()
     assert _holder(client, 0) is None, "our key is released"
     assert _holder(client, 1) == "other:2:b", "someone else's key is left alone"
 
 
+def test_orphans_are_adopted_and_handed_back_between_batches(broker, monkeypatch):
+    monkeypatch.setattr(ownership_module, "ORPHAN_GRACE_S", 0.0)
+    client = redis.Redis.from_url(broker[0])
+    adopter = _ownership(client, ["docnum.shard.0"], "h:1:adopter")
+    adopter.acquire()
+    adopter.tick()
+    assert adopter.queues() == ["docnum.shard.0", "docnum.shard.1", "docnum.shard.2"]
+    assert _role(client, 1) == _role(client, 2) == "adopted"
+
+    home = _ownership(client, ["docnum.shard.1"], "h:2:home")
+    home.acquire()  # held by an adopter: asked back, not refused
+    assert home.queues() == [] and client.exists(wanted_key("docnum.shard.1"))
+    with adopter.serving:          # the adopter is serving a batch: nothing is handed over
+        adopter.tick()
+    assert adopter.holds("docnum.shard.1")
+    adopter.tick()                 # between batches: handed back
+    assert not adopter.holds("docnum.shard.1")
+    home.tick()
+    assert home.queues() == ["docnum.shard.1"] and _role(client, 1) == "home"
+    assert _holder(client, 1) == "h:2:home"
+    adopter.release()
+    home.release()
+
+
+def test_a_stalled_consumer_stands_down_and_comes_back(broker, monkeypatch):
+    monkeypatch.setattr(ownership_module, "ORPHAN_GRACE_S", 0.0)
+    client = redis.Redis.from_url(broker[0])
+    reachable = [False]
+    stuck = _ownership(client, ["docnum.shard.0"], "h:1:stuck", stall_timeout=0.2,
+                       database_ok=lambda: reachable[0])
+    stuck.acquire()
+    other = _ownership(client, ["docnum.shard.1"], "h:2:other")
+    other.acquire()
+    stuck.begin_batch()            # a batch that never returns (database unreachable)
+    time.sleep(0.3)
+    stuck.tick()
+    assert stuck.stood_down == "stalled" and stuck.queues() == []
+    assert _holder(client, 0) is None, "its keys are deleted at once, not left to expire"
+    other.tick()
+    assert other.holds("docnum.shard.0") and _role(client, 0) == "adopted"
+    stuck.end_batch()              # the batch returned, but the database is still down
+    stuck.tick()
+    assert stuck.stood_down == "stalled" and stuck.queues() == []
+    reachable[0] = True
+    stuck.tick()                   # progress again: asks for its home shard back
+    assert stuck.stood_down is None and client.exists(wanted_key("docnum.shard.0"))
+    other.tick()
+    stuck.tick()
+    assert stuck.queues() == ["docnum.shard.0"] and _role(client, 0) == "home"
+    stuck.release()
+    other.release()
+
+
 def test_refusal_releases_what_was_taken_and_successor_takes_over(broker):
     client = redis.Redis.from_url(broker[0])
-    client.set(owner_key("docnum.shard.2"), "host:10:up-run1-2", ex=30)
-    stranger = ShardOwnership(client, ["docnum.shard.1", "docnum.shard.2"], TTL_S,
-                              holder="host:11:other")
+    client.set(owner_key("docnum.shard.2"), "host:10:up-run1-2|home", ex=30)
+    stranger = _ownership(client, ["docnum.shard.1", "docnum.shard.2"], "host:11:other")
     with pytest.raises(ShardOwned) as refused:
         stranger.acquire()
     assert refused.value.holder == "host:10:up-run1-2"
     assert _holder(client, 1) is None
     # `docnum up` restarts a dead child in the same slot: it takes over at once.
-    successor = ShardOwnership(client, ["docnum.shard.1", "docnum.shard.2"], TTL_S,
-                               holder="host:12:up-run1-2", successor_of="up-run1-2")
+    successor = _ownership(client, ["docnum.shard.1", "docnum.shard.2"], "host:12:up-run1-2",
+                           successor_of="up-run1-2")
     successor.acquire()
     assert _holder(client, 1) == _holder(client, 2) == "host:12:up-run1-2"
     successor.release()

@@ -1,5 +1,6 @@
-"""Answers travel on the answer channel of the API process that sent the batch (api/frontdoor/waiter.py,
-workers/tasks.py ``store_outcomes``): its waiter wakes at once, other processes never see it."""
+"""Answers travel on the answer channel of the API process that sent the batch
+(api/frontdoor/waiter.py, workers/messages.py ``store_answers``): its waiter wakes at once,
+other processes never see it."""
 from __future__ import annotations
 
 import time
@@ -11,7 +12,7 @@ from docnum.api.frontdoor.request_store import RedisRequestStore
 from docnum.api.frontdoor.waiter import PubSubWaiter
 from docnum.shared.allocation import Outcome
 from docnum.shared.errors import DocnumError
-from docnum.workers.tasks import store_outcomes
+from docnum.workers.messages import store_answers
 
 
 class _Request:
@@ -36,8 +37,8 @@ def test_answer_reaches_only_the_waiter_of_the_sending_process(
     other_slot = theirs.expect(request_id)
     error = DocnumError("SEQUENCE_EXHAUSTED", "full")
     started = time.monotonic()
-    store_outcomes(celery_session_app, [_Request(request_id)],
-                   [Outcome(request_id, error=error)], reply=ours.reply_channel)
+    store_answers(celery_session_app,
+                  [(_Request(request_id), Outcome(request_id, error=error), ours.reply_channel)])
     backend.delete(f"celery-task-meta-{request_id}")  # only the published copy remains
 
     value = ours.wait(request_id, 5, slot)
