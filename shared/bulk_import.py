@@ -76,6 +76,10 @@ class ImportReport:
             entry["field"] = field_name
         self.errors.append(entry)
 
+    def duplicate(self, line: int, detail: str) -> None:
+        """The row's number, or its counter sequence, is taken (in the file or the ledger)."""
+        self.error(line, "DUPLICATE_NUMBER", detail, "document_number")
+
     def to_dict(self) -> dict:
         return {"rows": self.rows, "imported": self.imported,
                 "already_imported": self.already_imported, "dry_run": self.dry_run,
@@ -244,13 +248,11 @@ def _in_file_duplicates(rows: list[_Row], report: ImportReport) -> list[_Row]:
     for row in rows:
         key = (row.ctx.project, row.number)
         if key in by_number:
-            report.error(row.line, "DUPLICATE_NUMBER", f"{row.number} is also on row "
-                                                       f"{by_number[key]}", "document_number")
+            report.duplicate(row.line, f"{row.number} is also on row {by_number[key]}")
             continue
         if row.fit and row.fit in by_sequence:
-            report.error(row.line, "DUPLICATE_NUMBER",
-                         f"sequence {row.fit[1]} of {row.fit[0]} is also on row "
-                         f"{by_sequence[row.fit]}", "document_number")
+            report.duplicate(row.line, f"sequence {row.fit[1]} of {row.fit[0]} is also on row "
+                                       f"{by_sequence[row.fit]}")
             continue
         by_number[key] = row.line
         if row.fit:
@@ -307,14 +309,13 @@ def _check_ledger(session: Session, rows: list[_Row], report: ImportReport) -> l
                 report.already_imported += 1
                 out.append(row)
             else:
-                report.error(row.line, "DUPLICATE_NUMBER",
-                             f"{row.number} is already in the ledger of {row.ctx.project} "
-                             f"(source {found.source}, state {found.state})", "document_number")
+                report.duplicate(row.line, f"{row.number} is already in the ledger of "
+                                           f"{row.ctx.project} (source {found.source}, "
+                                           f"state {found.state})")
             continue
         if row.fit and row.fit in held:
-            report.error(row.line, "DUPLICATE_NUMBER",
-                         f"sequence {row.fit[1]} of {row.fit[0]} is already held by "
-                         f"{held[row.fit]}", "document_number")
+            report.duplicate(row.line, f"sequence {row.fit[1]} of {row.fit[0]} is already "
+                                       f"held by {held[row.fit]}")
             continue
         out.append(row)
     return out

@@ -162,20 +162,22 @@ def replacement_chain(session: Session, project: str, number: str) -> list[dict]
         return []
     chain = [entry(start)]
     seen = {start.document_number}
-    back = start
-    while back.replaces and len(chain) < CHAIN_LIMIT:
-        back = row_of(back.replaces)
-        if back is None or back.document_number in seen:
-            break
-        seen.add(back.document_number)
-        chain.insert(0, entry(back))
-    forward = start
-    while forward.replaced_by and len(chain) < CHAIN_LIMIT:
-        forward = row_of(forward.replaced_by)
-        if forward is None or forward.document_number in seen:
-            break
-        seen.add(forward.document_number)
-        chain.append(entry(forward))
+
+    def follow(link: str) -> Iterator[IssuedNumber]:
+        """The rows that ``link`` (``replaces`` or ``replaced_by``) leads to from ``start``;
+        a loop or a missing row ends the walk, and so does the chain's length limit."""
+        row = start
+        while getattr(row, link) and len(chain) < CHAIN_LIMIT:
+            row = row_of(getattr(row, link))
+            if row is None or row.document_number in seen:
+                return
+            seen.add(row.document_number)
+            yield row
+
+    for row in follow("replaces"):
+        chain.insert(0, entry(row))
+    for row in follow("replaced_by"):
+        chain.append(entry(row))
     return chain if len(chain) > 1 else []
 
 
