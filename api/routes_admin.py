@@ -1,12 +1,13 @@
-"""Administration routes (issue 3): void and replace, manual override, bulk import, two-person
-counter reset, and the read side (audit, counters, gaps). Views parse and answer; the work is in
-``shared.lifecycle``, ``shared.admin`` and ``shared.reports``.
+"""Administration routes: void and replace, manual override, bulk import, two-person counter
+reset, and the read side (audit, counters, gaps). Views parse and answer; the work is in
+``shared.lifecycle``, ``shared.override``, ``shared.bulk_import``, ``shared.resets`` and
+``shared.reports``.
 """
 from __future__ import annotations
 
 import json
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from docnum.api.http import (
@@ -19,7 +20,8 @@ from docnum.api.http import (
     services,
 )
 from docnum.api.security import requires
-from docnum.shared import admin, lifecycle, reports
+from docnum.shared import bulk_import as importer
+from docnum.shared import lifecycle, override, reports, resets
 from docnum.shared.auth import SUPER_ADMIN
 from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError, validation_failed
@@ -50,7 +52,7 @@ def _flag(name: str) -> bool:
 
 @bp.post("/admin/void-and-replace")
 @requires("system.manage_settings")
-def void_and_replace():
+def void_and_replace() -> Response:
     body = json_body()
     svc = services()
     result = lifecycle.void_and_replace(svc.engine, body, request_actor(), svc.clock,
@@ -60,17 +62,17 @@ def void_and_replace():
 
 @bp.post("/admin/manual-override")
 @requires("system.manage_settings")
-def manual_override():
+def manual_override() -> Response:
     body = json_body()
     svc = services()
-    number = admin.manual_override(svc.engine, body, request_actor(), svc.clock,
-                                   svc.settings.timezone)
+    number = override.manual_override(svc.engine, body, request_actor(), svc.clock,
+                                      svc.settings.timezone)
     return json_response(number, 201)
 
 
 @bp.post("/admin/bulk-import")
 @requires("system.manage_settings")
-def bulk_import():
+def bulk_import() -> Response:
     request.max_content_length = MAX_IMPORT_BYTES
     if request.mimetype != "multipart/form-data":
         raise DocnumError("UNSUPPORTED_MEDIA_TYPE",
@@ -84,27 +86,27 @@ def bulk_import():
         raise validation_failed("file", "is required: a CSV or XLSX file")
     dry_run = _flag("dry_run")
     svc = services()
-    report = admin.bulk_import(svc.engine, upload.filename or "upload.csv", upload.read(),
-                               request_actor(), svc.clock, dry_run=dry_run)
+    report = importer.bulk_import(svc.engine, upload.filename or "upload.csv", upload.read(),
+                                  request_actor(), svc.clock, dry_run=dry_run)
     return json_response(report.to_dict())
 
 
 @bp.post("/configs/<config_id>/reset-counter")
 @requires(role=SUPER_ADMIN)
-def reset_counter(config_id: str):
+def reset_counter(config_id: str) -> Response:
     body = json_body()
     svc = services()
-    result = admin.request_reset(svc.engine, _id(config_id, "config"), body, request_actor(),
-                                 svc.clock)
+    result = resets.request_reset(svc.engine, _id(config_id, "config"), body, request_actor(),
+                                  svc.clock)
     return json_response(result, 202)
 
 
 @bp.post("/reset-requests/<reset_id>/approve")
 @requires(role=SUPER_ADMIN)
-def approve_reset(reset_id: str):
+def approve_reset(reset_id: str) -> Response:
     svc = services()
-    result, error = admin.approve_reset(svc.engine, _id(reset_id, "reset request"),
-                                        request_actor(), svc.clock)
+    result, error = resets.approve_reset(svc.engine, _id(reset_id, "reset request"),
+                                         request_actor(), svc.clock)
     if error is not None:
         raise error  # committed as FAILED (and audited) before answering
     return json_response(result)
@@ -112,26 +114,26 @@ def approve_reset(reset_id: str):
 
 @bp.get("/reset-requests")
 @requires(role=SUPER_ADMIN)
-def list_reset_requests():
+def list_reset_requests() -> Response:
     cursor, limit = page_params()
     with transaction(services().read_engine) as session:
-        items = admin.list_resets(session, request.args.get("status") or None,
-                                  int_cursor(cursor), limit + 1)
+        items = resets.list_resets(session, request.args.get("status") or None,
+                                   int_cursor(cursor), limit + 1)
     return json_response(page(items, limit, key=lambda r: r["reset_request_id"]))
 
 
 @bp.get("/reset-requests/<reset_id>")
 @requires(role=SUPER_ADMIN)
-def get_reset_request(reset_id: str):
+def get_reset_request(reset_id: str) -> Response:
     with transaction(services().read_engine) as session:
-        return json_response(admin.get_reset(session, _id(reset_id, "reset request")))
+        return json_response(resets.get_reset(session, _id(reset_id, "reset request")))
 
 
 # --------------------------------------------------------------------------- reads
 
 @bp.get("/audit")
 @requires("system.view_logs")
-def audit():
+def audit() -> Response:
     cursor, limit = page_params()
     filters = reports.audit_filter(request.args)
     with transaction(services().read_engine) as session:
@@ -141,7 +143,7 @@ def audit():
 
 @bp.get("/counters")
 @requires("system.manage_settings")
-def counters():
+def counters() -> Response:
     cursor, limit = page_params()
     with transaction(services().read_engine) as session:
         items = reports.list_counters(
@@ -153,7 +155,7 @@ def counters():
 
 @bp.get("/reports/gaps")
 @requires("system.view_logs")
-def gaps():
+def gaps() -> Response:
     cursor, limit = page_params()
     after = None
     if cursor is not None:

@@ -1,7 +1,8 @@
-"""Reference data: the catalog (docs/reference.md#reference-catalog) and numbering configs (docs/reference.md#numbering-configs)."""
+"""Reference data: the catalog (docs/reference.md#reference-catalog) and numbering configs
+(docs/reference.md#numbering-configs)."""
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
 from docnum.api.http import (
     int_cursor,
@@ -14,7 +15,6 @@ from docnum.api.http import (
 )
 from docnum.api.security import requires
 from docnum.shared import catalog, configs
-from docnum.shared.audit import write_audit
 from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError
 
@@ -23,7 +23,7 @@ bp = Blueprint("reference", __name__)
 
 @bp.get("/catalog/<kind>")
 @requires("correspondence.read")
-def list_catalog(kind: str):
+def list_catalog(kind: str) -> Response:
     cursor, limit = page_params()
     with transaction(services().read_engine) as session:
         entries = catalog.list_entries(session, kind, cursor, limit + 1)
@@ -32,43 +32,35 @@ def list_catalog(kind: str):
 
 @bp.get("/catalog/<kind>/<code>")
 @requires("correspondence.read")
-def get_catalog_entry(kind: str, code: str):
+def get_catalog_entry(kind: str, code: str) -> Response:
     with transaction(services().read_engine) as session:
         return json_response(catalog.get_entry(session, kind, code).to_dict())
 
 
 @bp.put("/catalog/<kind>/<code>")
 @requires("system.manage_settings")
-def put_catalog_entry(kind: str, code: str):
+def put_catalog_entry(kind: str, code: str) -> Response:
     body = json_body()
     svc = services()
-    now = svc.clock.now()
-    with transaction(svc.engine) as session:
-        before, after = catalog.put_entry(session, kind, code, body.get("name"),
-                                          body.get("active", True), now)
-        write_audit(session, "CATALOG_CHANGE", request_actor(), now,
-                    before=before.to_dict() if before else None, after=after.to_dict())
-    svc.frontdoor.bump_reference_generation()
+    before, after = catalog.put_entry(svc.engine, kind, code, body.get("name"),
+                                      body.get("active", True), request_actor(), svc.clock,
+                                      redis=svc.redis)
     return json_response(after.to_dict(), 200 if before else 201)
 
 
 @bp.post("/configs")
 @requires("system.manage_settings")
-def create_config():
+def create_config() -> Response:
     body = json_body()
     svc = services()
-    now = svc.clock.now()
-    actor = request_actor()
-    with transaction(svc.engine) as session:
-        config = configs.create_config(session, body, actor.sub, now)
-        write_audit(session, "CONFIG_CREATE", actor, now, after=config.to_dict())
-    svc.frontdoor.bump_reference_generation()
+    config = configs.create_config(svc.engine, body, request_actor(), svc.clock,
+                                   redis=svc.redis)
     return json_response(config.to_dict(), 201)
 
 
 @bp.get("/configs")
 @requires("system.manage_settings")
-def list_configs():
+def list_configs() -> Response:
     cursor, limit = page_params()
     with transaction(services().read_engine) as session:
         items = configs.list_configs(session, request.args.get("project"), int_cursor(cursor),
@@ -84,27 +76,24 @@ def _config_id(raw: str) -> int:
 
 @bp.get("/configs/<config_id>")
 @requires("system.manage_settings")
-def get_config(config_id: str):
+def get_config(config_id: str) -> Response:
     with transaction(services().read_engine) as session:
         return json_response(configs.get_config(session, _config_id(config_id)).to_dict())
 
 
 @bp.put("/configs/<config_id>")
 @requires("system.manage_settings")
-def update_config(config_id: str):
+def update_config(config_id: str) -> Response:
     body = json_body()
     svc = services()
-    now = svc.clock.now()
-    actor = request_actor()
-    with transaction(svc.engine) as session:
-        _, after = configs.update_config_audited(session, _config_id(config_id), body, actor, now)
-    svc.frontdoor.bump_reference_generation()
+    _, after = configs.update_config(svc.engine, _config_id(config_id), body, request_actor(),
+                                     svc.clock, redis=svc.redis)
     return json_response(after.to_dict())
 
 
 @bp.get("/configs/<config_id>/history")
 @requires("system.manage_settings")
-def config_history(config_id: str):
+def config_history(config_id: str) -> Response:
     cursor, limit = page_params()
     with transaction(services().read_engine) as session:
         items = configs.config_history(session, _config_id(config_id), int_cursor(cursor),

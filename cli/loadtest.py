@@ -20,7 +20,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from docnum.shared.settings import Settings
 
 BASE = "/api/v1/document-numbering"
 MAX_DURATION_S = 600
@@ -84,7 +88,8 @@ class Results:
     started: float = 0.0
     finished: float = 0.0
 
-    def record(self, status: int, latency_ms: float, number: str | None, error: str | None):
+    def record(self, status: int, latency_ms: float, number: str | None,
+               error: str | None) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         if number is not None:
             self.numbers.append(number)
@@ -241,25 +246,25 @@ async def run_burst(client: Client, count: int) -> tuple[Results, float]:
     return results, accept_s
 
 
-def setup_run(settings, project: str, keys: int) -> None:
+def setup_run(settings: Settings, project: str, keys: int) -> None:
     """Catalog codes and one LETTER config for this run's own project."""
-    from docnum.shared.catalog import put_entry
+    from docnum.shared.catalog import upsert_entry
     from docnum.shared.clock import SystemClock
-    from docnum.shared.configs import create_config
+    from docnum.shared.configs import insert_config
     from docnum.shared.db import get_engine, transaction
-    from docnum.shared.refcache import notify_reference_change
+    from docnum.shared.refcache import bump_generation, generation_redis
 
     now = SystemClock().now()
     with transaction(get_engine(settings.database_url)) as session:
-        put_entry(session, "project", project, project, True, now)
-        put_entry(session, "correspondence_type", "LETTER", "Letter", True, now)
-        put_entry(session, "organization", "ORG", "Originator", True, now)
+        upsert_entry(session, "project", project, project, True, now)
+        upsert_entry(session, "correspondence_type", "LETTER", "Letter", True, now)
+        upsert_entry(session, "organization", "ORG", "Originator", True, now)
         for i in range(keys):
-            put_entry(session, "organization", f"R{i:03d}", f"Recipient {i}", True, now)
-        create_config(session, {"project": project, "correspondence_type": "LETTER",
+            upsert_entry(session, "organization", f"R{i:03d}", f"Recipient {i}", True, now)
+        insert_config(session, {"project": project, "correspondence_type": "LETTER",
                                 "template": "{PROJECT}-{ORIGINATOR}-{RECIPIENT}-{SEQ:6}-{YYYY}",
                                 "reset": "YEARLY"}, "loadtest", now)
-    notify_reference_change(settings)
+    bump_generation(generation_redis(settings))
 
 
 def verify_run(database_url: str, project: str, numbers: list[str]) -> dict:

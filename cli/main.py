@@ -7,11 +7,16 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from docnum.shared.routing import MAINTENANCE_QUEUE, shard_queue
 
+if TYPE_CHECKING:
+    from docnum.shared.settings import Settings
+    from docnum.workers.ownership import ShardOwnership
 
-def _settings():
+
+def _settings() -> Settings:
     from docnum.shared.settings import get_settings
 
     return get_settings()
@@ -147,7 +152,8 @@ OWNERSHIP_REFUSED_EXIT = 3
 OWNERSHIP_CONNECT_RETRY_S = 2.0
 
 
-def _claim_shards(settings, queues: list[str], instance: str | None):
+def _claim_shards(settings: Settings, queues: list[str],
+                  instance: str | None) -> ShardOwnership | str | None:
     """The worker's ShardOwnership, None without Redis, or REFUSED (message on stderr)."""
     import time
 
@@ -231,29 +237,18 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_load(args: argparse.Namespace) -> int:
-    from docnum.shared.audit import Actor, write_audit
-    from docnum.shared.catalog import parse_catalog_file, put_entry
+    from docnum.shared.audit import Actor
+    from docnum.shared.catalog import load_entries, parse_catalog_file
     from docnum.shared.clock import SystemClock
-    from docnum.shared.db import get_engine, transaction
+    from docnum.shared.db import get_engine
+    from docnum.shared.refcache import generation_redis
 
     settings = _settings()
     path = Path(args.file)
     entries = parse_catalog_file(path.name, path.read_bytes())
-    now = SystemClock().now()
     actor = Actor(sub=f"cli:{os.environ.get('USER', 'unknown')}", user_agent="docnum catalog load")
-    changed = 0
-    with transaction(get_engine(settings.database_url)) as session:
-        for entry in entries:
-            before, after = put_entry(session, entry["kind"], entry["code"], entry["name"],
-                                      entry["active"], now)
-            if before != after:
-                changed += 1
-                write_audit(session, "CATALOG_CHANGE", actor, now,
-                            before=before.to_dict() if before else None, after=after.to_dict())
-    if changed:
-        from docnum.shared.refcache import notify_reference_change
-
-        notify_reference_change(settings)
+    changed = load_entries(get_engine(settings.database_url), entries, actor, SystemClock(),
+                           redis=generation_redis(settings))
     print(f"{len(entries)} entries read, {changed} created or changed")
     return 0
 

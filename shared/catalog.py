@@ -1,43 +1,36 @@
-"""The reference catalog (docs/reference.md#reference-catalog): projects, organizations, types and disciplines, named by code."""
+"""The reference catalog (docs/reference.md#reference-catalog): projects, organizations, types
+and disciplines, named by code."""
 from __future__ import annotations
 
 import csv
 import io
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from sqlalchemy import select, tuple_
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from docnum.shared.audit import Actor, write_audit
+from docnum.shared.clock import Clock
 from docnum.shared.context import FIELD_KIND, NumberingContext
+from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError, FieldError, validation_failed
 from docnum.shared.models import CatalogEntry
+from docnum.shared.templates import code_problem
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 KINDS = ("project", "organization", "correspondence_type", "sub_type", "rfa_type", "discipline")
-_CODE_PUNCTUATION = {".", "-", "_"}
-
-
-def code_problem(code: object) -> str | None:
-    """Why ``code`` is not a valid catalog code, or None. Letters, marks, digits and . - _ only."""
-    if not isinstance(code, str):
-        return "must be a string"
-    if not 1 <= len(code) <= 30:
-        return "must be 1-30 characters"
-    for index, char in enumerate(code):
-        category = unicodedata.category(char)
-        if not (category[0] in "LM" or category == "Nd" or char in _CODE_PUNCTUATION):
-            return (f"character {char!r} (U+{ord(char):04X}) at position {index} is not allowed; "
-                    "use letters, marks, digits and . - _")
-    if unicodedata.category(code[0])[0] == "M":
-        return "must not start with a combining mark"
-    return None
 
 
 def check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise DocnumError("NOT_FOUND", f"unknown catalog kind {kind!r}; kinds are {', '.join(KINDS)}")
+        raise DocnumError("NOT_FOUND",
+                          f"unknown catalog kind {kind!r}; kinds are {', '.join(KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -73,9 +66,15 @@ def list_entries(session: Session, kind: str, after: str | None, limit: int) -> 
     return [_entry(r) for r in rows]
 
 
-def put_entry(session: Session, kind: str, code: str, name: object, active: object,
-              now: datetime) -> tuple[Entry | None, Entry]:
-    """Create or update one entry; returns (before, after) for the audit row."""
+def upsert_entry(session: Session, kind: str, code: str, name: object, active: object,
+                 now: datetime) -> tuple[Entry | None, Entry]:
+    """Create or update one entry inside the caller's transaction; (before, after), before None
+    for a new entry.
+
+    No audit row, and the running APIs are not told: writers go through ``put_entry`` or
+    ``load_entries``. Fixtures that build reference data in one transaction (the tests,
+    ``docnum loadtest``) use this and call ``refcache.bump_generation`` themselves when done.
+    """
     check_kind(kind)
     problem = code_problem(code)
     if problem:
@@ -98,6 +97,58 @@ def put_entry(session: Session, kind: str, code: str, name: object, active: obje
     return before, _entry(row)
 
 
+def _audit_change(session: Session, actor: Actor, now: datetime, before: Entry | None,
+                  after: Entry) -> None:
+    write_audit(session, "CATALOG_CHANGE", actor, now,
+                before=before.to_dict() if before else None, after=after.to_dict())
+
+
+def put_entry(engine: Engine, kind: str, code: str, name: object, active: object, actor: Actor,
+              clock: Clock, *, redis: Redis | None) -> tuple[Entry | None, Entry]:
+    """Create or update one entry (``PUT /catalog/{kind}/{code}``) with its ``CATALOG_CHANGE``
+    audit row, then tell the running APIs (``redis``: see ``refcache.bump_generation``).
+
+    (before, after), before None for a new entry. The audit row is written even when nothing
+    changed: the caller asked for this state.
+    """
+    now = clock.now()
+    with transaction(engine) as session:
+        before, after = upsert_entry(session, kind, code, name, active, now)
+        _audit_change(session, actor, now, before, after)
+    _reference_changed(redis)
+    return before, after
+
+
+def load_entries(engine: Engine, entries: list[dict[str, Any]], actor: Actor, clock: Clock, *,
+                 redis: Redis | None) -> int:
+    """Create or update many entries (``docnum catalog load``) in one transaction: all or none.
+
+    Only entries that change get a ``CATALOG_CHANGE`` row, and the running APIs are told only
+    when something changed, so loading the same file again writes nothing. Returns how many
+    entries were created or changed.
+    """
+    now = clock.now()
+    changed = 0
+    with transaction(engine) as session:
+        for entry in entries:
+            before, after = upsert_entry(session, entry["kind"], entry["code"], entry["name"],
+                                         entry["active"], now)
+            if before != after:
+                changed += 1
+                _audit_change(session, actor, now, before, after)
+    if changed:
+        _reference_changed(redis)
+    return changed
+
+
+def _reference_changed(redis: Redis | None) -> None:
+    # refcache reads the catalog through this module, so it is imported once a write has
+    # committed rather than while this module loads.
+    from docnum.shared.refcache import bump_generation
+
+    bump_generation(redis)
+
+
 def check_context_codes(session: Session, ctx: NumberingContext) -> None:
     """Every code the request names must exist and be active (422 UNKNOWN_CODE / CODE_INACTIVE)."""
     wanted = {(FIELD_KIND[f], getattr(ctx, f)): f for f in FIELD_KIND if getattr(ctx, f)}
@@ -111,12 +162,14 @@ def check_context_codes(session: Session, ctx: NumberingContext) -> None:
     check_found_codes(wanted, found)
 
 
-def check_found_codes(wanted: dict[tuple[str, str], str], found: dict[tuple[str, str], bool]) -> None:
+def check_found_codes(wanted: dict[tuple[str, str], str],
+                      found: dict[tuple[str, str], bool]) -> None:
     unknown = [(k, f) for k, f in wanted.items() if k not in found]
     if unknown:
         raise DocnumError("UNKNOWN_CODE", "; ".join(f"{f}: unknown {k[0]} code {k[1]!r}"
                                                     for k, f in unknown),
-                          errors=[FieldError(f, f"unknown {k[0]} code {k[1]!r}") for k, f in unknown])
+                          errors=[FieldError(f, f"unknown {k[0]} code {k[1]!r}")
+                                  for k, f in unknown])
     inactive = [(k, f) for k, f in wanted.items() if not found[k]]
     if inactive:
         raise DocnumError("CODE_INACTIVE", "; ".join(f"{f}: {k[0]} code {k[1]!r} is inactive"
@@ -126,7 +179,8 @@ def check_found_codes(wanted: dict[tuple[str, str], str], found: dict[tuple[str,
 
 
 def parse_catalog_file(name: str, content: bytes) -> list[dict]:
-    """Entries from YAML (``{kind: [{code, name, active?}]}`` or a list) or CSV (kind,code,name,active)."""
+    """Entries from YAML (``{kind: [{code, name, active?}]}`` or a list) or CSV
+    (kind,code,name,active)."""
     text = content.decode("utf-8-sig")
     if name.lower().endswith(".csv"):
         rows = list(csv.DictReader(io.StringIO(text)))

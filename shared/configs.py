@@ -4,17 +4,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from docnum.shared.audit import Actor, write_audit
 from docnum.shared.catalog import check_found_codes
-from docnum.shared.clock import from_db, iso
+from docnum.shared.clock import Clock, from_db, iso
+from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError, validation_failed
 from docnum.shared.models import CatalogEntry, ConfigHistory, NumberingConfig
 from docnum.shared.templates import RESETS, ParsedTemplate, validate_template
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 EDITABLE = ("template", "reset", "fiscal_year_start_month", "sequence_start", "counter_scope",
             "active")
@@ -58,7 +64,8 @@ class ConfigView:
         return {"id": self.id, "version": self.version, "template": self.template,
                 "reset": self.reset, "fiscal_year_start_month": self.fiscal_year_start_month,
                 "sequence_start": self.sequence_start,
-                "counter_scope": list(self.counter_scope) if self.counter_scope is not None else None,
+                "counter_scope": (list(self.counter_scope)
+                                  if self.counter_scope is not None else None),
                 "project": self.project, "correspondence_type": self.correspondence_type}
 
     @classmethod
@@ -69,7 +76,8 @@ class ConfigView:
                    template=data["template"], reset=data["reset"],
                    fiscal_year_start_month=data["fiscal_year_start_month"],
                    sequence_start=data["sequence_start"],
-                   counter_scope=tuple(scope) if scope is not None else None, version=data["version"],
+                   counter_scope=tuple(scope) if scope is not None else None,
+                   version=data["version"],
                    active=True)
 
 
@@ -77,7 +85,8 @@ class ConfigView:
 def parsed_template(template: str, reset: str,
                     counter_scope: tuple[str, ...] | None) -> ParsedTemplate:
     """Parsing is pure, so each (template, reset, scope) is parsed once per process."""
-    return validate_template(template, reset, list(counter_scope) if counter_scope is not None else None)
+    return validate_template(template, reset,
+                             list(counter_scope) if counter_scope is not None else None)
 
 
 def _view(row: NumberingConfig) -> ConfigView:
@@ -112,7 +121,8 @@ def _check_fields(values: dict) -> dict:
         raise validation_failed("active", "must be true or false")
     parsed = validate_template(out["template"], out["reset"], scope)
     if start > parsed.capacity:
-        raise validation_failed("sequence_start", f"exceeds the template's capacity {parsed.capacity}")
+        raise validation_failed("sequence_start",
+                                f"exceeds the template's capacity {parsed.capacity}")
     out.update(fiscal_year_start_month=month, sequence_start=start, active=active,
                counter_scope=scope)
     return out
@@ -138,12 +148,20 @@ def _history(row: NumberingConfig, by: str, at: datetime, reason: str | None) ->
                          active=row.active, changed_by=by, changed_at=at, change_reason=reason)
 
 
-def create_config(session: Session, body: dict, actor: str, now: datetime) -> ConfigView:
+def insert_config(session: Session, body: dict[str, Any], created_by: str,
+                  now: datetime) -> ConfigView:
+    """Create a config (version 1, with its first history row) inside the caller's transaction.
+
+    No audit row, and the running APIs are not told: writers go through ``create_config``.
+    Fixtures that build reference data in one transaction (the tests, ``docnum loadtest``) use
+    this and call ``refcache.bump_generation`` themselves when done.
+    """
     project, ctype = body.get("project"), body.get("correspondence_type")
     _check_owner_codes(session, project, ctype)
     values = _check_fields({k: body[k] for k in EDITABLE if k in body})
     row = NumberingConfig(project=project, correspondence_type=ctype, type_key=ctype or "",
-                          version=1, created_by=actor, created_at=now, updated_at=now, **values)
+                          version=1, created_by=created_by, created_at=now, updated_at=now,
+                          **values)
     session.add(row)
     try:
         session.flush()
@@ -153,8 +171,20 @@ def create_config(session: Session, body: dict, actor: str, now: datetime) -> Co
     reason = body.get("change_reason")
     if reason is not None:
         _check_change_reason(reason)
-    session.add(_history(row, actor, now, reason or "created"))
+    session.add(_history(row, created_by, now, reason or "created"))
     return _view(row)
+
+
+def create_config(engine: Engine, body: dict[str, Any], actor: Actor, clock: Clock, *,
+                  redis: Redis | None) -> ConfigView:
+    """Create a config (``POST /configs``) with its ``CONFIG_CREATE`` audit row, then tell the
+    running APIs (``redis``: see ``refcache.bump_generation``)."""
+    now = clock.now()
+    with transaction(engine) as session:
+        config = insert_config(session, body, actor.sub, now)
+        write_audit(session, "CONFIG_CREATE", actor, now, after=config.to_dict())
+    _reference_changed(redis)
+    return config
 
 
 MAX_CHANGE_REASON = 1000
@@ -168,9 +198,9 @@ def _check_change_reason(reason: object) -> None:
                                                  f"{MAX_CHANGE_REASON} characters")
 
 
-def update_config(session: Session, config_id: int, body: dict, actor: str,
+def _apply_update(session: Session, config_id: int, body: dict[str, Any], changed_by: str,
                   now: datetime) -> tuple[ConfigView, ConfigView]:
-    """Apply changes, bump the version, record history. Issued numbers are never touched."""
+    """Apply changes, raise the version, record history. Issued numbers are never touched."""
     reason = body.get("change_reason")
     if not isinstance(reason, str) or len(reason.strip()) < 10:
         raise validation_failed("change_reason", "is required, at least 10 characters")
@@ -198,17 +228,30 @@ def update_config(session: Session, config_id: int, body: dict, actor: str,
     row.version += 1
     row.updated_at = now
     session.flush()
-    session.add(_history(row, actor, now, reason.strip()))
+    session.add(_history(row, changed_by, now, reason.strip()))
     return before, _view(row)
 
 
-def update_config_audited(session: Session, config_id: int, body: dict, actor: Actor,
-                          now: datetime) -> tuple[ConfigView, ConfigView]:
-    """``update_config`` plus its ``CONFIG_UPDATE`` audit row (API and console alike)."""
-    before, after = update_config(session, config_id, body, actor.sub, now)
-    write_audit(session, "CONFIG_UPDATE", actor, now, before=before.to_dict(),
-                after=dict(after.to_dict(), change_reason=body.get("change_reason")))
+def update_config(engine: Engine, config_id: int, body: dict[str, Any], actor: Actor,
+                  clock: Clock, *, redis: Redis | None) -> tuple[ConfigView, ConfigView]:
+    """Change a config (``PUT /configs/{id}``, the console's template editor) with its
+    ``CONFIG_UPDATE`` audit row, then tell the running APIs (``redis``: see
+    ``refcache.bump_generation``). (before, after)."""
+    now = clock.now()
+    with transaction(engine) as session:
+        before, after = _apply_update(session, config_id, body, actor.sub, now)
+        write_audit(session, "CONFIG_UPDATE", actor, now, before=before.to_dict(),
+                    after=dict(after.to_dict(), change_reason=body.get("change_reason")))
+    _reference_changed(redis)
     return before, after
+
+
+def _reference_changed(redis: Redis | None) -> None:
+    # refcache reads the configs through this module, so it is imported once a write has
+    # committed rather than while this module loads.
+    from docnum.shared.refcache import bump_generation
+
+    bump_generation(redis)
 
 
 def get_config(session: Session, config_id: int) -> ConfigView:
@@ -243,7 +286,8 @@ def config_history(session: Session, config_id: int, after_version: int | None,
 
 
 def resolve_config(session: Session, project: str, correspondence_type: str | None) -> ConfigView:
-    """Exact (project, type), else the project default, else 422 NO_CONFIG — never a silent guess."""
+    """Exact (project, type), else the project default, else 422 NO_CONFIG — never a silent
+    guess."""
     keys = [correspondence_type or "", ""] if correspondence_type else [""]
     rows = {r.type_key: r for r in session.scalars(
         select(NumberingConfig).where(NumberingConfig.project == project,

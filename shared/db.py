@@ -1,24 +1,34 @@
 """Engines and transactions for MariaDB (production) and SQLite (embedded default)."""
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from MySQLdb.constants import CLIENT
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from docnum.shared.errors import DocnumError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # MariaDB error numbers that mean "try the transaction again" (deadlock, lock wait timeout).
 RETRYABLE_MYSQL_ERRORS = {1213, 1205}
 # ... and those that mean "the database is not reachable right now".
 UNREACHABLE_MYSQL_ERRORS = {2002, 2003, 2005, 2006, 2013, 2055, 1040, 1053, 1927, 4031}
+# How often run_in_transaction tries one piece of work before answering SERVICE_BUSY.
+TRANSACTION_ATTEMPTS = 5
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -26,7 +36,7 @@ _lock = threading.Lock()
 
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):
+    def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit transactions defer it).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -36,7 +46,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):
+    def _on_begin(conn: Connection) -> None:
         # SQLite has no SELECT ... FOR UPDATE: take the write lock at BEGIN instead, so the
         # counter read-advance-write is serialised exactly like the MariaDB row lock.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -199,5 +209,34 @@ def transaction(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+
+def run_in_transaction(engine: Engine, work: Callable[[Session], T], *,
+                       attempts: int = TRANSACTION_ATTEMPTS) -> T:
+    """Run ``work(session)`` in one transaction and return its result.
+
+    Retried, with exponential backoff (0.1 s, 0.2 s, ... at most 1 s), on a deadlock (1213), a
+    lock wait timeout (1205) and a unique-key race (IntegrityError: another transaction
+    inserted what ``work`` checked for; the retry sees that row and answers with a proper
+    code). ``work`` therefore runs from the start again and must not keep state between runs.
+    An unreachable database is 503 ``SERVICE_BUSY`` at once, and so is contention that outlasts
+    ``attempts``. A DocnumError raised by ``work`` rolls everything back and propagates as is.
+    """
+    attempt = 0
+    while True:
+        try:
+            with transaction(engine) as session:
+                return work(session)
+        except IntegrityError as exc:
+            error: Exception = exc
+        except DBAPIError as exc:
+            if is_unreachable(exc):
+                raise service_busy() from exc
+            if not is_retryable(exc):
+                raise
+            error = exc
+        attempt += 1
+        if attempt >= attempts:
+            log.error("transaction failed after %d attempts: %s", attempt, error)
+            raise DocnumError("SERVICE_BUSY", "the ledger is too contended; try again shortly",
+                              retry_after=2) from error
+        time.sleep(min(0.05 * 2 ** attempt, 1.0))

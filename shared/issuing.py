@@ -11,15 +11,18 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from docnum.shared import templates
-from docnum.shared.catalog import code_problem
 from docnum.shared.clock import iso
 from docnum.shared.configs import ConfigView
 from docnum.shared.context import FIELD_KIND, NumberingContext
 from docnum.shared.errors import DocnumError, FieldError, validation_failed
+
+if TYPE_CHECKING:
+    from docnum.shared.refcache import Reference
 
 CONTEXT_FIELDS = ("project", "correspondence_type", "originator", "recipient", "sub_type",
                   "rfa_type", "discipline", "revision", "document_date", "document_ref")
@@ -66,7 +69,8 @@ class AllocationRequest:
 
 
 def parse_context(body: object) -> NumberingContext:
-    """The numbering context of docs/reference.md#http-api, with a clear field error for anything malformed."""
+    """The numbering context of docs/reference.md#numbering-context, with a clear field error for
+    anything malformed."""
     if not isinstance(body, dict):
         raise DocnumError("VALIDATION_FAILED", "the body must be a JSON object")
     errors: list[FieldError] = []
@@ -88,7 +92,7 @@ def parse_context(body: object) -> NumberingContext:
             else:
                 values[name] = value
         else:
-            problem = code_problem(value)
+            problem = templates.code_problem(value)
             if problem:
                 errors.append(FieldError(name, problem))
             else:
@@ -137,12 +141,14 @@ def key_and_check(config: ConfigView, ctx: NumberingContext, day: date) -> str:
                                     for f in missing),
                           errors=[FieldError(f, f"is required by the template {config.template}")
                                   for f in missing])
+    scope = list(config.counter_scope) if config.counter_scope is not None else None
     return templates.counter_key(parsed, ctx, config.reset, day, config.fiscal_year_start_month,
-                                 list(config.counter_scope) if config.counter_scope is not None else None)
+                                 scope)
 
 
-def prepare(source, ctx: NumberingContext, *, now: datetime, timezone: str,
-            mode: str = "generate", config: ConfigView | None = None) -> tuple[ConfigView, str, date]:
+def prepare(source: Session | Reference, ctx: NumberingContext, *, now: datetime, timezone: str,
+            mode: str = "generate",
+            config: ConfigView | None = None) -> tuple[ConfigView, str, date]:
     """Check codes, resolve the config and compute the counter key and period day.
 
     ``source`` is a Session (read the database) or a ``shared.refcache.Reference`` (e.g. the

@@ -1,4 +1,5 @@
-"""Number lifecycle after issue: confirm, cancel, expire, void and replace (docs/reference.md#the-ledger).
+"""Number lifecycle after issue: confirm, cancel, expire, void and replace
+(docs/reference.md#the-ledger).
 
 States: ``RESERVED`` → ``CONFIRMED`` | ``CANCELLED`` | ``EXPIRED``; ``CONFIRMED`` → ``VOID``.
 Nothing else. Every transition runs in one transaction that first locks the ledger row
@@ -12,16 +13,13 @@ cancelled, expired and void rows stay in the ledger and are never issued again.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TypeVar
+from functools import partial
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from docnum.shared import issuing, metrics
@@ -30,48 +28,15 @@ from docnum.shared.audit import SYSTEM, Actor, write_audit
 from docnum.shared.clock import Clock, from_db, iso, to_db
 from docnum.shared.configs import ConfigView
 from docnum.shared.context import NumberingContext
-from docnum.shared.db import is_retryable, is_unreachable, service_busy, transaction
+from docnum.shared.db import run_in_transaction, transaction
 from docnum.shared.errors import DocnumError, validation_failed
 from docnum.shared.ledger import issued_number
 from docnum.shared.models import AuditRow, IssuedNumber
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 MAX_REASON = 1000
-MAX_ATTEMPTS = 5
 EXPIRE_BATCH = 500
-
-
-# --------------------------------------------------------------------------- transactions
-
-def write_transaction(engine: Engine, work: Callable[[Session], T], *,
-                      attempts: int = MAX_ATTEMPTS) -> T:
-    """Run ``work(session)`` in one transaction, retried on deadlock, lock timeout and unique-key
-    races (IntegrityError: another transaction inserted what we checked for; the retry sees it
-    and answers with a proper code). ``SERVICE_BUSY`` when the database is unreachable.
-    A DocnumError raised by ``work`` rolls everything back and propagates unchanged.
-    """
-    attempt = 0
-    while True:
-        try:
-            with transaction(engine) as session:
-                return work(session)
-        except IntegrityError as exc:
-            error: Exception = exc
-        except DBAPIError as exc:
-            if is_unreachable(exc):
-                raise service_busy() from exc
-            if not is_retryable(exc):
-                raise
-            error = exc
-        attempt += 1
-        if attempt >= attempts:
-            log.error("transaction failed after %d attempts: %s", attempt, error)
-            raise DocnumError("SERVICE_BUSY", "the ledger is too contended; try again shortly",
-                              retry_after=2) from error
-        time.sleep(min(0.05 * 2 ** attempt, 1.0))
 
 
 def check_reason(value: object, field: str = "reason", minimum: int = 1) -> str:
@@ -153,7 +118,7 @@ def confirm(engine: Engine, token: object, document_ref: object, actor: Actor,
                     after={"state": "CONFIRMED", "document_ref": row.document_ref})
         return issued_number(row)
 
-    return write_transaction(engine, work)
+    return run_in_transaction(engine, work)
 
 
 def cancel(engine: Engine, token: object, reason: object, actor: Actor, clock: Clock) -> dict:
@@ -179,7 +144,7 @@ def cancel(engine: Engine, token: object, reason: object, actor: Actor, clock: C
                     after={"state": "CANCELLED", "reason": reason})
         return issued_number(row)
 
-    return write_transaction(engine, work)
+    return run_in_transaction(engine, work)
 
 
 # --------------------------------------------------------------------------- expiry sweeper
@@ -194,7 +159,7 @@ def expire_overdue(engine: Engine, clock: Clock, *, batch: int = EXPIRE_BATCH) -
     total = 0
     while True:
         now = clock.now()
-        count = write_transaction(engine, lambda s: _expire_batch(s, now, batch))
+        count = run_in_transaction(engine, partial(_expire_batch, now=now, batch=batch))
         total += count
         if count < batch:
             break
@@ -268,7 +233,7 @@ def void_and_replace(engine: Engine, body: dict, actor: Actor, clock: Clock,
         raise validation_failed("context", "is only used with replace: true")
     plan = _plan_void(engine, number, project, replace, reason, body.get("context"), clock,
                       timezone)
-    return write_transaction(engine, lambda session: _void(session, plan, actor, clock))
+    return run_in_transaction(engine, lambda session: _void(session, plan, actor, clock))
 
 
 def _plan_void(engine: Engine, number: str, project: str | None, replace: bool, reason: str,
@@ -367,5 +332,4 @@ def _void(session: Session, plan: _VoidPlan, actor: Actor, clock: Clock) -> dict
     return out
 
 
-__all__ = ["cancel", "check_reason", "confirm", "expire_overdue", "void_and_replace",
-           "write_transaction"]
+__all__ = ["cancel", "check_reason", "confirm", "expire_overdue", "void_and_replace"]

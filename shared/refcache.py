@@ -2,27 +2,34 @@
 
 Every issuing request checks its codes and resolves its config. ``DbReference`` asks the
 database each time; ``ReferenceCache`` keeps one snapshot per process and reloads it when the
-*reference generation* changes — a random token in Redis that every catalog or config write
-replaces after its commit — and at least every ``MAX_AGE_S`` even if a bump was missed (an operator's
-manual SQL, say). Both answer with the same errors as the services they stand for.
+*reference generation* changes — a random token in Redis that the catalog and config services
+replace after each commit (``bump_generation``) — and at least every ``MAX_AGE_S`` even if a
+bump was missed (an operator's manual SQL, say). Both answer with the same errors as the
+services they stand for.
 """
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from redis import Redis, RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from docnum.shared import redis_urls
 from docnum.shared.catalog import check_context_codes, check_found_codes
 from docnum.shared.configs import ConfigView, _view, resolve_config
 from docnum.shared.context import FIELD_KIND, NumberingContext
 from docnum.shared.errors import DocnumError
 from docnum.shared.models import CatalogEntry, NumberingConfig
+from docnum.shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 GENERATION_KEY = "docnum:reference-generation"
 MAX_AGE_S = 30.0
@@ -97,18 +104,29 @@ class ReferenceCache:
             return self._snapshot
 
 
-def notify_reference_change(settings) -> None:  # shared.settings.Settings
-    """For writers outside the API (CLI, scripts): running APIs reload their snapshot."""
-    import uuid
+def bump_generation(redis: Redis | None) -> None:
+    """Tell every API process that the catalog or the configs changed: they reload their snapshot.
 
-    from docnum.shared import redis_urls
-
-    if not redis_urls.is_redis_url(settings.result_backend):
+    The catalog and config services call this after their write has committed. ``redis`` holds
+    the generation (the result backend's Redis); None where there is none: the embedded default
+    keeps no cache and reads the database every time. A fresh random value, not a counter:
+    after a Redis restart a counter could climb back to a value some process still holds and
+    make it trust a stale snapshot. A failure is only logged, since the write has committed and
+    every cache reloads within ``MAX_AGE_S`` anyway.
+    """
+    if redis is None:
         return
     try:
-        client = redis_urls.redis_client(settings.result_backend,
-                                         master_name=settings.redis_sentinel_master)
-        client.set(GENERATION_KEY, uuid.uuid4().hex)
-    except Exception as exc:  # the APIs reload within MAX_AGE_S anyway
-        print(f"note: could not notify running APIs ({exc}); they reload within "
-              f"{MAX_AGE_S:.0f} s", file=sys.stderr)
+        redis.set(GENERATION_KEY, uuid.uuid4().hex)
+    except (RedisError, OSError) as exc:
+        log.warning("could not bump the reference generation (%s); running APIs reload "
+                    "within %.0f s", exc, MAX_AGE_S)
+
+
+def generation_redis(settings: Settings) -> Redis | None:
+    """The Redis that holds the reference generation, for writers outside the API (the CLI):
+    the result backend when it is Redis, else None."""
+    if not redis_urls.is_redis_url(settings.result_backend):
+        return None
+    return redis_urls.redis_client(settings.result_backend,
+                                   master_name=settings.redis_sentinel_master)

@@ -1,4 +1,5 @@
-"""Document-number templates (docs/reference.md#numbering-configs): parse, validate, render, key, and parse back.
+"""Document-number templates (docs/reference.md#numbering-configs): parse, validate, render, key,
+and parse back.
 
 Everything here is a pure function: no database, no environment, no clock. Callers pass the
 day (``local_date`` turns "now" into the day in ``DOCNUM_TIMEZONE``) and the config's fiscal-year
@@ -94,9 +95,25 @@ def _is_code_char(ch: str) -> bool:
     return ch in CODE_PUNCTUATION or _is_word_char(ch)
 
 
-def _is_code(value: object) -> bool:
-    return (isinstance(value, str) and 1 <= len(value) <= MAX_CODE_LENGTH
-            and all(_is_code_char(ch) for ch in value))
+def code_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid code, or None: the one rule for catalog codes, the codes a
+    request names, revisions and the codes of imported numbers
+    (docs/reference.md#reference-catalog).
+
+    1-30 letters, marks, decimal digits and ``. - _``; the first character is not a combining
+    mark, which would fuse with the character before the code in a rendered number.
+    """
+    if not isinstance(value, str):
+        return "must be a string"
+    if not 1 <= len(value) <= MAX_CODE_LENGTH:
+        return f"must be 1-{MAX_CODE_LENGTH} characters"
+    for index, char in enumerate(value):
+        if not _is_code_char(char):
+            return (f"character {char!r} (U+{ord(char):04X}) at position {index} is not allowed; "
+                    "use letters, marks, digits and . - _")
+    if unicodedata.category(value[0])[0] == "M":
+        return "must not start with a combining mark"
+    return None
 
 
 def _describe_char(ch: str) -> str:
@@ -107,7 +124,8 @@ def _describe_char(ch: str) -> str:
 # --------------------------------------------------------------------------- parsing
 
 def parse_template(template: str) -> ParsedTemplate:
-    """Split a template into tokens, enforcing the syntax rules of docs/reference.md#template-validation.
+    """Split a template into tokens, enforcing the syntax rules of
+    docs/reference.md#template-validation.
 
     Checks emptiness, length, literal characters, braces, unknown tokens and the single
     {SEQ:n}. The reset and counter_scope rules need the config: see ``validate_template``.
@@ -218,7 +236,8 @@ def _single_seq(tokens: Sequence[Token]) -> Token:
 
 def validate_template(template: str, reset: str,
                       counter_scope: list[str] | None = None) -> ParsedTemplate:
-    """Every rule of docs/reference.md#template-validation plus the counter_scope rule of §3.3; raises TemplateInvalid."""
+    """Every rule of docs/reference.md#template-validation, counter_scope's included; raises
+    TemplateInvalid."""
     parsed = parse_template(template)
     _check_reset(parsed, reset)
     _check_counter_scope(parsed, counter_scope)
@@ -341,7 +360,7 @@ def _codes(ctx: NumberingContext, fields: Iterable[str]) -> dict[str, str]:
         value = getattr(ctx, field)
         if value is None or value == "":
             problems.append(FieldError(field, _missing_message(field)))
-        elif not _is_code(value):
+        elif code_problem(value) is not None:
             problems.append(FieldError(
                 field, f"{value!r} is not a valid code: 1-{MAX_CODE_LENGTH} letters, marks, "
                        "digits, '.', '-' or '_'"))
@@ -364,7 +383,8 @@ def _key_dimensions(parsed: ParsedTemplate, counter_scope: list[str] | None) -> 
 def counter_key(parsed: ParsedTemplate, ctx: NumberingContext, reset: str, day: date,
                 fiscal_year_start_month: int = 10,
                 counter_scope: list[str] | None = None) -> str:
-    """Canonical counter key, e.g. ``LCBP3|CORR_TYPE=RFI|ORIGINATOR=คคง.|Y2025`` (docs/reference.md#counter-keys-and-periods).
+    """Canonical counter key, e.g. ``LCBP3|CORR_TYPE=RFI|ORIGINATOR=คคง.|Y2025``
+    (docs/reference.md#counter-keys-and-periods).
 
     The project always leads (without a ``PROJECT=`` prefix); then each dimension the template
     shows (restricted to ``counter_scope`` when given; ``[]`` keeps only the project), in
@@ -412,7 +432,8 @@ def _check_sequence(parsed: ParsedTemplate, sequence: int) -> None:
 
 def render_number(parsed: ParsedTemplate, ctx: NumberingContext, sequence: int, day: date,
                   fiscal_year_start_month: int = 10) -> str:
-    """Render every token of docs/reference.md#tokens. The 10-50 length rule is ``check_number_length``'s job."""
+    """Render every token of docs/reference.md#tokens. The 10-50 length rule is
+    ``check_number_length``'s job."""
     codes = _codes(ctx, parsed.needed_fields())
     _check_sequence(parsed, sequence)
     dates = _date_parts(_kinds(parsed), day, fiscal_year_start_month)

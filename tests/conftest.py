@@ -14,17 +14,23 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis as redis_lib
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from docnum.shared.auth import PERMISSIONS, mint_token
 from docnum.shared.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from werkzeug.test import TestResponse
+
 pytest_plugins = ("celery.contrib.pytest",)
 
+BASE = "/api/v1/document-numbering"
 ALL_PERMS = list(PERMISSIONS)
 JWT_SECRET = "test-secret-" + "x" * 40
 TABLES = ("reset_approvals", "reset_requests", "config_history", "document_numbers",
@@ -236,9 +242,9 @@ def _wait_for_idle_shards(broker_url: str, shards: int) -> None:
 
 def bump_reference_generation(backend_url: str) -> None:
     """Tests write catalog and configs behind the API's back: tell its caches (refcache)."""
-    from docnum.shared.refcache import GENERATION_KEY
+    from docnum.shared.refcache import bump_generation
 
-    redis_lib.Redis.from_url(backend_url).set(GENERATION_KEY, uuid.uuid4().hex)
+    bump_generation(redis_lib.Redis.from_url(backend_url))
 
 
 @pytest.fixture
@@ -286,9 +292,9 @@ VECTOR_CONFIGS = {
 @pytest.fixture
 def seed(engine, settings) -> Callable[..., dict[str, int]]:
     """Load the test catalog and the SPEC vector configs straight through the services."""
-    from docnum.shared.catalog import put_entry
+    from docnum.shared.catalog import upsert_entry
     from docnum.shared.clock import SystemClock
-    from docnum.shared.configs import create_config
+    from docnum.shared.configs import insert_config
     from docnum.shared.db import transaction
 
     def run(configs: dict[str, tuple[str, str]] | None = None,
@@ -298,12 +304,12 @@ def seed(engine, settings) -> Callable[..., dict[str, int]]:
         with transaction(engine) as session:
             for kind, codes in CATALOG.items():
                 for code in codes:
-                    put_entry(session, kind, code, f"{kind} {code}", True, now)
+                    upsert_entry(session, kind, code, f"{kind} {code}", True, now)
             for ctype, (template, reset) in (VECTOR_CONFIGS if configs is None
                                              else configs).items():
                 body = {"project": project, "correspondence_type": ctype, "template": template,
                         "reset": reset}
-                ids[ctype] = create_config(session, body, "seed", now).id
+                ids[ctype] = insert_config(session, body, "seed", now).id
         bump_reference_generation(settings.result_backend)
         return ids
 
@@ -315,6 +321,21 @@ def letter(**overrides: object) -> dict:
             "recipient": "สคฉ.3", "document_date": "2025-06-15"}
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
+
+
+def generate(client: FlaskClient, auth: Callable[..., dict], body: dict,
+             **headers: str) -> TestResponse:
+    """``POST /generate`` of ``body`` (waiting up to 10 s for the number) as the user
+    ``auth(**headers)`` names: the response, whatever its status."""
+    return client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth(**headers))
+
+
+def generated(client: FlaskClient, auth: Callable[..., dict], body: dict,
+              **headers: str) -> dict:
+    """``generate`` that must succeed: the issued-number object."""
+    response = generate(client, auth, body, **headers)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.json
 
 
 @pytest.fixture

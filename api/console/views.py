@@ -17,17 +17,22 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 
-from docnum.api.console import bp, i18n, safe_next, sign_in
+from docnum.api.console import bp, i18n, queries, safe_next, sign_in
+from docnum.api.console.stash import ImportStash
 from docnum.api.http import request_actor, services
 from docnum.api.security import requires
-from docnum.shared import admin, configs, console, issuing, lifecycle, reports, templates
+from docnum.shared import configs, issuing, lifecycle, reports, templates
 from docnum.shared.audit import OPERATIONS
 from docnum.shared.auth import SUPER_ADMIN, verify_token
+from docnum.shared.bulk_import import bulk_import
 from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError, TemplateInvalid, validation_failed
 from docnum.shared.lookup import number_details
+from docnum.shared.override import manual_override, override_plan
 from docnum.shared.preview import preview_numbers
+from docnum.shared.resets import approve_reset, request_reset
 
 MANAGE = "system.manage_settings"
 PREVIEW_COUNT = 3
@@ -63,12 +68,12 @@ def _int_arg(raw: str | None, name: str) -> int | None:
 # --------------------------------------------------------------------------- sign-in
 
 @bp.get("/")
-def home():
+def home() -> ResponseReturnValue:
     return render_template("console/home.html", section="home")
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login():
+def login() -> ResponseReturnValue:
     error = None
     if request.args.get("expired"):
         error = i18n.t("login.expired", _lang())
@@ -90,7 +95,7 @@ def login():
 
 
 @bp.post("/logout")
-def logout():
+def logout() -> ResponseReturnValue:
     lang = session.get("lang")
     session.clear()
     if lang:
@@ -103,10 +108,10 @@ def logout():
 
 @bp.get("/templates")
 @requires(MANAGE)
-def templates_list():
+def templates_list() -> ResponseReturnValue:
     project = request.args.get("project") or None
     with transaction(services().read_engine) as session_:
-        grouped = console.configs_by_project(session_, project)
+        grouped = queries.configs_by_project(session_, project)
     return render_template("console/templates_list.html", section="templates",
                            grouped=grouped, project=project or "")
 
@@ -162,12 +167,12 @@ def check_template(config: configs.ConfigView, form: dict) -> dict:
 def _load_config(config_id: int) -> tuple[configs.ConfigView, dict, dict]:
     with transaction(services().read_engine) as session_:
         config = configs.get_config(session_, config_id)
-        return config, console.sample_context(session_, config), console.catalog_codes(session_)
+        return config, queries.sample_context(session_, config), queries.catalog_codes(session_)
 
 
 @bp.route("/templates/<int:config_id>", methods=["GET", "POST"])
 @requires(MANAGE)
-def template_edit(config_id: int):
+def template_edit(config_id: int) -> ResponseReturnValue:
     config, defaults, codes = _load_config(config_id)
     form = _editor_form(config, defaults)
     save_error = None
@@ -179,13 +184,11 @@ def template_edit(config_id: int):
         if version is not None:
             body["version"] = version
         try:
-            with transaction(svc.engine) as session_:
-                _, after = configs.update_config_audited(session_, config_id, body,
-                                                         request_actor(), svc.clock.now())
+            _, after = configs.update_config(svc.engine, config_id, body, request_actor(),
+                                             svc.clock, redis=svc.redis)
         except DocnumError as exc:
             save_error = _problem(exc)
         else:
-            svc.frontdoor.bump_reference_generation()
             flash(i18n.t("editor.saved", _lang(), version=after.version), "ok")
             return redirect(url_for("console.template_history", config_id=config_id))
     check = check_template(config, form)
@@ -196,7 +199,7 @@ def template_edit(config_id: int):
 
 @bp.post("/templates/<int:config_id>/check")
 @requires(MANAGE)
-def template_check(config_id: int):
+def template_check(config_id: int) -> ResponseReturnValue:
     """Validate-as-you-type: the editor's script posts the form here and swaps in the HTML."""
     config, defaults, _ = _load_config(config_id)
     data = request.get_json(silent=True)
@@ -219,10 +222,10 @@ def template_check(config_id: int):
 
 @bp.get("/templates/<int:config_id>/history")
 @requires(MANAGE)
-def template_history(config_id: int):
+def template_history(config_id: int) -> ResponseReturnValue:
     with transaction(services().read_engine) as session_:
         config = configs.get_config(session_, config_id)
-        versions = console.version_diffs(session_, config_id)
+        versions = queries.version_diffs(session_, config_id)
     return render_template("console/template_history.html", section="templates",
                            config=config, versions=versions)
 
@@ -231,11 +234,11 @@ def template_history(config_id: int):
 
 @bp.get("/counters")
 @requires(MANAGE)
-def counters():
+def counters() -> ResponseReturnValue:
     project = request.args.get("project") or None
     after = request.args.get("after") or None
     with transaction(services().read_engine) as session_:
-        rows, next_key = console.counters_page(session_, project=project, after_key=after,
+        rows, next_key = queries.counters_page(session_, project=project, after_key=after,
                                                limit=PAGE)
     return render_template("console/counters.html", section="counters", rows=rows,
                            next_key=next_key, project=project or "", after=after)
@@ -243,7 +246,7 @@ def counters():
 
 @bp.get("/counters/gaps")
 @requires("system.view_logs")
-def gaps():
+def gaps() -> ResponseReturnValue:
     key = request.args.get("counter_key") or ""
     after = _int_arg(request.args.get("after"), "after")
     items: list[dict] = []
@@ -263,7 +266,7 @@ def gaps():
 
 @bp.get("/numbers")
 @requires("correspondence.read")
-def lookup():
+def lookup() -> ResponseReturnValue:
     number = (request.args.get("number") or "").strip()
     project = (request.args.get("project") or "").strip() or None
     details, chain, error = None, [], None
@@ -271,7 +274,7 @@ def lookup():
         try:
             with transaction(services().read_engine) as session_:
                 details = number_details(session_, number, project)
-                chain = console.replacement_chain(session_, details["project"], number)
+                chain = queries.replacement_chain(session_, details["project"], number)
         except DocnumError as exc:
             error = _problem(exc)
     return render_template("console/lookup.html", section="lookup", number=number,
@@ -282,11 +285,12 @@ def lookup():
 
 @bp.get("/admin")
 @requires(MANAGE)
-def admin_page():
+def admin_page() -> ResponseReturnValue:
     return _admin(None, {})
 
 
-def _admin(section_error: tuple[str, dict] | None, values: dict, status: int = 200):
+def _admin(section_error: tuple[str, dict] | None, values: dict,
+           status: int = 200) -> tuple[str, int]:
     errors = {section_error[0]: section_error[1]} if section_error else {}
     return render_template("console/admin.html", section="admin", errors=errors,
                            values=values, context_fields=CONTEXT_FIELDS), status
@@ -304,7 +308,7 @@ def _void_body() -> dict:
 
 @bp.post("/admin/void")
 @requires(MANAGE)
-def void():
+def void() -> ResponseReturnValue:
     body = _void_body()
     svc = services()
     values = {"void": dict(request.form)}
@@ -343,35 +347,35 @@ def _override_body() -> dict:
 
 @bp.post("/admin/override")
 @requires(MANAGE)
-def override():
+def override() -> ResponseReturnValue:
     body = _override_body()
     svc = services()
     values = {"override": dict(request.form)}
     if request.form.get("confirm") != "yes":
         try:
             with transaction(svc.read_engine) as session_:
-                plan = console.override_plan(session_, body, admin.OVERRIDE_REASON_MIN)
+                plan = override_plan(session_, body)
         except DocnumError as exc:
             return _admin(("override", _problem(exc)), values, exc.status)
         return render_template("console/admin_confirm.html", section="admin",
                                action="override", body=body, plan=plan)
     try:
-        number = admin.manual_override(svc.engine, body, request_actor(), svc.clock,
-                                       svc.settings.timezone)
+        number = manual_override(svc.engine, body, request_actor(), svc.clock,
+                                 svc.settings.timezone)
     except DocnumError as exc:
         return _admin(("override", _problem(exc)), values, exc.status)
     return render_template("console/admin_result.html", section="admin", action="override",
                            result=number)
 
 
-def _stash() -> console.ImportStash:
+def _stash() -> ImportStash:
     svc = services()
-    return console.ImportStash(svc.settings.var_dir / "console-imports", svc.redis)
+    return ImportStash(svc.settings.var_dir / "console-imports", svc.redis)
 
 
 @bp.post("/admin/import")
 @requires(MANAGE)
-def import_upload():
+def import_upload() -> ResponseReturnValue:
     """Dry run of an uploaded file; the file is stashed for the commit button."""
     svc = services()
     upload = request.files.get("file")  # over 32 MiB: 413 while the CSRF check parsed it
@@ -381,8 +385,8 @@ def import_upload():
     content = upload.read()
     filename = upload.filename
     try:
-        report = admin.bulk_import(svc.engine, filename, content, request_actor(), svc.clock,
-                                   dry_run=True)
+        report = bulk_import(svc.engine, filename, content, request_actor(), svc.clock,
+                             dry_run=True)
     except DocnumError as exc:
         return _admin(("import", _problem(exc)), {}, exc.status)
     previous = session.get("import")
@@ -398,7 +402,7 @@ def import_upload():
 
 @bp.post("/admin/import/commit")
 @requires(MANAGE)
-def import_commit():
+def import_commit() -> ResponseReturnValue:
     svc = services()
     pending = session.get("import") or {}
     sent = request.form.get("import_id") or ""
@@ -412,8 +416,8 @@ def import_commit():
                                   "detail": "", "errors": []}), {}, 409)
     filename = pending.get("filename") or "upload.csv"
     try:
-        report = admin.bulk_import(svc.engine, filename, content, request_actor(), svc.clock,
-                                   dry_run=False).to_dict()
+        report = bulk_import(svc.engine, filename, content, request_actor(), svc.clock,
+                             dry_run=False).to_dict()
     except DocnumError as exc:
         if "errors" not in exc.extra:
             return _admin(("import", _problem(exc)), {}, exc.status)
@@ -430,16 +434,16 @@ def import_commit():
 
 @bp.get("/resets")
 @requires(role=SUPER_ADMIN)
-def resets():
+def resets() -> ResponseReturnValue:
     return _resets_page(request.args.get("counter_key") or "", {})
 
 
 def _resets_page(counter_key: str, values: dict, error: dict | None = None,
-                 status: int = 200):
+                 status: int = 200) -> tuple[str, int]:
     with transaction(services().read_engine) as session_:
-        overview = console.resets_overview(session_)
-        floor = console.floor_check(session_, counter_key) if counter_key else None
-        owners = console.configs_of_counter(session_, counter_key) if counter_key else []
+        overview = queries.resets_overview(session_)
+        floor = queries.floor_check(session_, counter_key) if counter_key else None
+        owners = queries.configs_of_counter(session_, counter_key) if counter_key else []
     return render_template("console/resets.html", section="resets", overview=overview,
                            counter_key=counter_key, floor=floor, owners=owners, values=values,
                            error=error, me=g.principal.sub), status
@@ -447,7 +451,7 @@ def _resets_page(counter_key: str, values: dict, error: dict | None = None,
 
 @bp.post("/resets")
 @requires(role=SUPER_ADMIN)
-def reset_file():
+def reset_file() -> ResponseReturnValue:
     svc = services()
     form = request.form
     key = (form.get("counter_key") or "").strip()
@@ -458,14 +462,14 @@ def reset_file():
         config_id = _int_arg(form.get("config_id"), "config_id")
         if config_id is None:
             with transaction(svc.read_engine) as session_:
-                owners = console.configs_of_counter(session_, key)
+                owners = queries.configs_of_counter(session_, key)
             if not owners:
                 raise validation_failed("counter_key", f"no numbering config numbers on {key}")
             config_id = owners[0].id
-        result = admin.request_reset(svc.engine, config_id,
-                                     {"counter_key": key, "new_last_sequence": new_last,
-                                      "reason": form.get("reason") or ""},
-                                     request_actor(), svc.clock)
+        result = request_reset(svc.engine, config_id,
+                               {"counter_key": key, "new_last_sequence": new_last,
+                                "reason": form.get("reason") or ""},
+                               request_actor(), svc.clock)
     except DocnumError as exc:
         return _resets_page(key, dict(form), _problem(exc), exc.status)
     flash(i18n.t("resets.filed", _lang(), id=result["reset_request_id"]), "ok")
@@ -474,10 +478,10 @@ def reset_file():
 
 @bp.post("/resets/<int:reset_id>/approve")
 @requires(role=SUPER_ADMIN)
-def reset_approve(reset_id: int):
+def reset_approve(reset_id: int) -> ResponseReturnValue:
     svc = services()
     try:
-        result, error = admin.approve_reset(svc.engine, reset_id, request_actor(), svc.clock)
+        result, error = approve_reset(svc.engine, reset_id, request_actor(), svc.clock)
     except DocnumError as exc:
         return _resets_page("", {}, _problem(exc), exc.status)
     if error is not None:
@@ -491,7 +495,7 @@ def reset_approve(reset_id: int):
 
 @bp.get("/audit")
 @requires("system.view_logs")
-def audit():
+def audit() -> ResponseReturnValue:
     args = request.args
     error, rows, next_before = None, [], None
     try:
@@ -516,10 +520,10 @@ AUDIT_FILTERS = ("document_number", "operation", "actor", "counter_key", "reques
 
 @bp.get("/audit.csv")
 @requires("system.view_logs")
-def audit_csv():
+def audit_csv() -> ResponseReturnValue:
     filters = reports.audit_filter(request.args)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    chunks = console.audit_csv(services().read_engine, filters)
+    chunks = queries.audit_csv(services().read_engine, filters)
     return Response(stream_with_context(chunks), mimetype="text/csv",
                     headers={"Content-Disposition":
                              f'attachment; filename="docnum-audit-{stamp}.csv"',

@@ -28,7 +28,7 @@ from docnum.shared.context import NumberingContext
 from docnum.shared.db import ledger_identity, service_busy, transaction
 from docnum.shared.errors import DocnumError
 from docnum.shared.issuing import AllocationRequest
-from docnum.shared.refcache import MAX_AGE_S, DbReference, ReferenceCache, Snapshot, load_snapshot
+from docnum.shared.refcache import DbReference, ReferenceCache, Snapshot, load_snapshot
 from docnum.shared.routing import ALLOCATE_TASK, queue_for
 from docnum.shared.settings import Settings
 
@@ -185,14 +185,6 @@ class FrontDoor:
         log.warning("Redis unavailable (%s): serving %s through the DB-only path",
                     type(exc).__name__, request_id)
         self.health.mark_down()
-
-    def bump_reference_generation(self) -> None:
-        """Catalog and config writes call this after commit (see shared/refcache.py)."""
-        try:
-            self.store.bump_generation()
-        except BROKER_ERRORS:
-            log.warning("could not bump the reference generation; caches refresh within %.0fs",
-                        MAX_AGE_S)
 
     def _publish(self, request: AllocationRequest) -> None:
         queue = queue_for(request.counter_key, self.settings.queue_shards)

@@ -7,7 +7,6 @@ live in the Celery result backend under the request id (``celery-task-meta-<id>`
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -73,14 +72,6 @@ class RedisRequestStore:
             return None, generation
         return (Record(**json.loads(current)) if current else None), generation
 
-    def bump_generation(self) -> None:
-        """After a catalog or config write commits: every API process reloads its snapshot.
-
-        A fresh random value, not a counter: after a Redis restart a counter could climb back
-        to a value some process still holds and make it trust a stale snapshot.
-        """
-        self.redis.set(GENERATION_KEY, uuid.uuid4().hex)
-
     def release(self, request_id: str) -> None:
         self.redis.delete(self._key(request_id))
 
@@ -125,9 +116,6 @@ class SqlRequestStore:
 
     def claim_with_generation(self, record: Record) -> tuple[Record | None, object]:
         return self.claim(record), None  # no cache on the embedded default: None = use the DB
-
-    def bump_generation(self) -> None:
-        pass
 
     def release(self, request_id: str) -> None:
         with transaction(self.engine) as session:

@@ -79,9 +79,9 @@ def prepare_database(database_url: str, configs: dict[str, tuple[str, str]] | No
                      project: str = "LCBP3") -> dict[str, int]:
     """Migrate a database and load the test catalog and configs (what the ``seed`` fixture does
     for the session database), for tests that run on a database of their own."""
-    from docnum.shared.catalog import put_entry
+    from docnum.shared.catalog import upsert_entry
     from docnum.shared.clock import SystemClock
-    from docnum.shared.configs import create_config
+    from docnum.shared.configs import insert_config
     from docnum.shared.db import make_engine, transaction
     from docnum.shared.migrate import upgrade
     from tests.conftest import CATALOG, VECTOR_CONFIGS
@@ -94,11 +94,11 @@ def prepare_database(database_url: str, configs: dict[str, tuple[str, str]] | No
         with transaction(engine) as session:
             for kind, codes in CATALOG.items():
                 for code in codes:
-                    put_entry(session, kind, code, f"{kind} {code}", True, now)
+                    upsert_entry(session, kind, code, f"{kind} {code}", True, now)
             for ctype, (template, reset) in (configs or VECTOR_CONFIGS).items():
                 body = {"project": project, "correspondence_type": ctype, "template": template,
                         "reset": reset}
-                ids[ctype] = create_config(session, body, "seed", now).id
+                ids[ctype] = insert_config(session, body, "seed", now).id
     finally:
         engine.dispose()
     return ids

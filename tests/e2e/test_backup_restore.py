@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from docnum.shared.auth import mint_token
-from tests.conftest import ALL_PERMS, letter, make_settings
+from tests.conftest import ALL_PERMS, BASE, letter, make_settings
 from tests.e2e.service import (
     REPO,
     MariaDBServer,
@@ -32,7 +32,6 @@ from tests.e2e.service import (
 
 pytestmark = pytest.mark.e2e
 
-BASE = "/api/v1/document-numbering"
 BACKUP = str(REPO / "scripts" / "backup")
 RESTORE = str(REPO / "scripts" / "restore")
 

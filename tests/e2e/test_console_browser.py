@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from docnum.shared.auth import SUPER_ADMIN
-from tests.conftest import letter
+from tests.conftest import BASE, generated, letter
 
 pytestmark = pytest.mark.e2e
 
-BASE = "/api/v1/document-numbering"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
@@ -169,18 +168,12 @@ def console(driver, live_server, token, shots_dir) -> Console:
     return Console(driver, live_server, token, shots_dir)
 
 
-def generate(client, auth, body: dict) -> dict:
-    response = client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth())
-    assert response.status_code == 201, response.json
-    return response.json
-
-
 # --------------------------------------------------------------------------- flows
 
 def test_edit_a_template_preview_validate_save_and_find_it_in_history(console, seed, client,
                                                                       auth):
     ids = seed()
-    generate(client, auth, letter())  # คคง.-สคฉ.3-0001-2568: the counter is at 1
+    generated(client, auth, letter())  # คคง.-สคฉ.3-0001-2568: the counter is at 1
     console.sign_in("somchai")
     console.click('[data-nav="templates"]')
     console.click(f'tr[data-config="{ids["LETTER"]}"] .edit-link')
@@ -238,7 +231,7 @@ def test_import_dry_run_then_commit(console, seed, engine, tmp_path):
 def test_reset_filed_and_approved_by_three_super_admins(console, seed, client, auth):
     seed()
     for _ in range(3):
-        generate(client, auth, letter())
+        generated(client, auth, letter())
     console.sign_in("alice", [], [SUPER_ADMIN])
     console.click('[data-nav="counters"]')
     console.wait_css(f'tr[data-counter="{LETTER_KEY}"]').find_element(
@@ -266,13 +259,13 @@ def test_reset_filed_and_approved_by_three_super_admins(console, seed, client, a
     done = console.wait_css(f'#done-resets tr[data-reset="{reset_id}"]')
     assert done.get_attribute("data-status") == "EXECUTED"
     assert "bob, carol" in done.text
-    assert generate(client, auth, letter())["sequence"] == 11
+    assert generated(client, auth, letter())["sequence"] == 11
 
 
 def test_look_up_a_voided_number_and_follow_its_replacement(console, seed, client,
                                                              auth):
     seed()
-    original = generate(client, auth, letter(document_ref="DMS-42"))["document_number"]
+    original = generated(client, auth, letter(document_ref="DMS-42"))["document_number"]
     console.sign_in("somchai")
     console.click('[data-nav="admin"]')
     console.fill('#void-form [name="document_number"]', original)
@@ -305,8 +298,8 @@ def test_screenshots_of_every_page_in_english_and_thai(console, seed, client, au
                                                        token, tmp_path):
     ids = seed()
     for _ in range(3):
-        generate(client, auth, letter())
-    generate(client, auth, letter(correspondence_type="RFI", document_date="2025-07-01"))
+        generated(client, auth, letter())
+    generated(client, auth, letter(correspondence_type="RFI", document_date="2025-07-01"))
     changed = client.put(f"{BASE}/configs/{ids['LETTER']}", json={
         "template": "{ORIGINATOR}-{RECIPIENT}-{SEQ:4}/{YEAR:B.E.}",
         "change_reason": "ใช้ / ก่อนปี ตามหนังสือสั่งการ"}, headers=auth("napat"))

@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import wait_for
+from tests.conftest import BASE, wait_for
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-BASE = "/api/v1/document-numbering"
 
 
 def _free_port() -> int:

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from docnum.shared.auth import mint_token
 from docnum.shared.routing import all_shard_queues
 from docnum.shared.settings import load_settings
-from tests.conftest import ALL_PERMS, letter
+from tests.conftest import ALL_PERMS, BASE, letter
 from tests.e2e.service import (
     MariaDBServer,
     Process,
@@ -37,7 +37,6 @@ from tests.e2e.service import (
 
 pytestmark = pytest.mark.e2e
 
-BASE = "/api/v1/document-numbering"
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
 
 

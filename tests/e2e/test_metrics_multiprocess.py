@@ -10,13 +10,12 @@ from prometheus_client import multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from docnum.shared.auth import mint_token
-from tests.conftest import ALL_PERMS, letter, make_settings, wait_for
+from tests.conftest import ALL_PERMS, BASE, letter, make_settings, wait_for
 from tests.e2e.service import RedisServer, Service, docnum_env, free_port
 from tests.integration.test_metrics import ISSUE_METRICS
 
 pytestmark = pytest.mark.e2e
 
-BASE = "/api/v1/document-numbering"
 N = 12
 
 

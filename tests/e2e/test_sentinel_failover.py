@@ -30,9 +30,8 @@ from sqlalchemy import select
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, IssuedNumber
-from tests.conftest import letter, make_settings, wait_for
+from tests.conftest import BASE, letter, make_settings, wait_for
 
-BASE = "/api/v1/document-numbering"
 MASTER = "docnum-test"
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
 DEADLINE_S = 85.0

@@ -30,12 +30,11 @@ from docnum.shared.auth import mint_token
 from docnum.shared.db import transaction
 from docnum.shared.models import IssuedNumber
 from docnum.shared.settings import load_settings
-from tests.conftest import ALL_PERMS, letter
+from tests.conftest import ALL_PERMS, BASE, letter
 from tests.e2e.service import DOCNUM, REPO, RedisServer, docnum_env, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
-BASE = "/api/v1/document-numbering"
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
 BURST = 300
 STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")

@@ -26,9 +26,8 @@ from sqlalchemy import func, select
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, IssuedNumber
-from tests.conftest import letter, make_settings, wait_for
+from tests.conftest import BASE, letter, make_settings, wait_for
 
-BASE = "/api/v1/document-numbering"
 REQUESTS = 600
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
 

@@ -14,17 +14,12 @@ from sqlalchemy import func, select
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, Counter, IssuedNumber, ResetRequest
-from tests.conftest import letter
+from tests.conftest import BASE, generate, letter
 
-BASE = "/api/v1/document-numbering"
 LETTER_KEY_ผรม = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=ผรม.1|Y2025"
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 COLUMNS = ["document_number", "project", "correspondence_type", "originator", "recipient",
            "sub_type", "rfa_type", "discipline", "document_date", "state"]
-
-
-def generate(client, auth, body, **headers):
-    return client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth(**headers))
 
 
 def count(engine, model, *where) -> int:

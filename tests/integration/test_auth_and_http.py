@@ -7,9 +7,7 @@ import jwt
 import pytest
 
 from docnum.shared.auth import mint_token
-from tests.conftest import JWT_SECRET, letter
-
-BASE = "/api/v1/document-numbering"
+from tests.conftest import BASE, JWT_SECRET, letter
 
 
 def _bearer(token: str) -> dict:

@@ -26,9 +26,8 @@ import jwt
 import pytest
 
 from docnum.shared.auth import PERMISSIONS, SUPER_ADMIN, mint_token
-from tests.conftest import JWT_SECRET, letter, wait_for
+from tests.conftest import BASE, JWT_SECRET, letter, wait_for
 
-BASE = "/api/v1/document-numbering"
 SUB = "matrix"
 # Routes that are not part of the API document and have their own authentication.
 EXCLUDED_PREFIXES = ("/console",)  # issue 8: the admin console (session cookie + CSRF)

@@ -11,9 +11,8 @@ from sqlalchemy import func, select
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, Counter, IssuedNumber
-from tests.conftest import letter, wait_for
+from tests.conftest import BASE, letter, wait_for
 
-BASE = "/api/v1/document-numbering"
 TOTAL = 1000
 
 
@@ -66,12 +65,12 @@ def test_thousand_concurrent_requests(live_server, token, seed, engine, spread):
     seed()
     recipients = [f"R{i:02d}" for i in range(spread)]
     if spread > 1:
-        from docnum.shared.catalog import put_entry
+        from docnum.shared.catalog import upsert_entry
         from docnum.shared.clock import SystemClock
 
         with transaction(engine) as session:
             for code in recipients:
-                put_entry(session, "organization", code, code, True, SystemClock().now())
+                upsert_entry(session, "organization", code, code, True, SystemClock().now())
     else:
         recipients = ["สคฉ.3"]
     bodies = [letter(recipient=recipients[i % len(recipients)]) for i in range(TOTAL)]

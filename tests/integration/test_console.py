@@ -22,9 +22,8 @@ from docnum.shared.models import (
     NumberingConfig,
     ResetRequest,
 )
-from tests.conftest import letter
+from tests.conftest import BASE, generated, letter
 
-BASE = "/api/v1/document-numbering"
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 ADMIN_PERMS = ["correspondence.read", "correspondence.create", "system.manage_settings",
                "system.view_logs"]
@@ -67,12 +66,6 @@ def text(response) -> str:
 def count(engine, model, *where) -> int:
     with transaction(engine) as session:
         return session.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def generate(client, auth, body):
-    response = client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth())
-    assert response.status_code == 201, response.json
-    return response.json
 
 
 def audits(engine, operation: str) -> list[AuditRow]:
@@ -198,7 +191,7 @@ def test_admin_pages_are_403_without_manage_settings(app, token, seed, path):
 def test_admin_posts_are_403_without_manage_settings(app, token, auth, seed, engine, client,
                                                      path, data):
     ids = seed()
-    generate(client, auth, letter())
+    generated(client, auth, letter())
     clerk = console_client(app, token, "clerk", CLERK_PERMS)
     target = path.format(id=ids["LETTER"])
     if data is None:
@@ -304,8 +297,8 @@ def test_validation_error_shows_the_rule_and_position(app, token, seed):
 def test_preview_reads_the_real_counter_and_consumes_nothing(app, token, auth, client, seed,
                                                              engine):
     ids = seed()
-    generate(client, auth, letter())
-    generate(client, auth, letter())
+    generated(client, auth, letter())
+    generated(client, auth, letter())
     console = console_client(app, token)
     editor = text(console.get(f"/console/templates/{ids['LETTER']}?document_date=2025-06-15"))
     assert "คคง.-สคฉ.3-0003-2568" in editor  # sample codes are the last number's
@@ -371,7 +364,7 @@ def test_save_with_a_reason_appears_in_history_with_a_diff(app, token, seed, eng
     assert audit.after["version"] == 2
     assert audit.after["change_reason"] == "slashes requested by the client"
     # The API's answer (and its issuing) follow the new version at once.
-    number = generate(client, auth, letter())
+    number = generated(client, auth, letter())
     assert number["document_number"] == "คคง./สคฉ.3/0001/2568"
 
 
@@ -380,7 +373,7 @@ def test_save_with_a_reason_appears_in_history_with_a_diff(app, token, seed, eng
 def test_counters_show_utilization_levels_and_link_to_gaps(app, token, seed, engine, client,
                                                            auth):
     seed()
-    generate(client, auth, letter())
+    generated(client, auth, letter())
     from docnum.shared.clock import SystemClock, to_db
 
     now = to_db(SystemClock().now())
@@ -408,7 +401,7 @@ def test_counters_show_utilization_levels_and_link_to_gaps(app, token, seed, eng
 def test_void_with_confirmation_and_the_replacement_chain(app, token, seed, engine, client,
                                                           auth):
     seed()
-    original = generate(client, auth, letter(document_ref="DMS-42"))["document_number"]
+    original = generated(client, auth, letter(document_ref="DMS-42"))["document_number"]
     console = console_client(app, token, "ann")
     form = {"document_number": original, "reason": "sent to the wrong recipient",
             "replace": "1"}
@@ -536,7 +529,7 @@ def test_reset_filed_and_approved_by_three_super_admins(app, token, seed, engine
                                                         auth):
     seed()
     for _ in range(3):
-        generate(client, auth, letter())
+        generated(client, auth, letter())
     alice = console_client(app, token, "alice", [], [SUPER_ADMIN])
     bob = console_client(app, token, "bob", [], [SUPER_ADMIN])
     carol = console_client(app, token, "carol", [], [SUPER_ADMIN])
@@ -573,7 +566,7 @@ def test_reset_filed_and_approved_by_three_super_admins(app, token, seed, engine
         assert session.get(Counter, LETTER_KEY).last_sequence == 10
     assert [a.actor for a in audits(engine, "RESET_APPROVE")] == ["bob", "carol"]
     assert [a.actor for a in audits(engine, "RESET_EXECUTE")] == ["carol"]
-    assert generate(client, auth, letter())["sequence"] == 11
+    assert generated(client, auth, letter())["sequence"] == 11
 
 
 def _resets(engine) -> list[ResetRequest]:
@@ -588,7 +581,7 @@ def test_audit_page_filters_pages_and_exports_csv(app, token, seed, engine, clie
     from docnum.api.console import views
 
     seed()
-    numbers = [generate(client, auth, letter())["document_number"] for _ in range(3)]
+    numbers = [generated(client, auth, letter())["document_number"] for _ in range(3)]
     console = console_client(app, token)
     page = text(console.get("/console/audit", query_string={"operation": "GENERATE"}))
     assert page.count('data-operation="GENERATE"') == 3

@@ -16,7 +16,7 @@ from docnum.api.app import create_app
 from docnum.shared.auth import mint_token
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, IssuedNumber
-from tests.conftest import ALL_PERMS, letter, make_settings, wait_for
+from tests.conftest import ALL_PERMS, BASE, letter, make_settings, wait_for
 from tests.e2e.service import (
     MariaDBServer,
     RedisServer,
@@ -25,8 +25,6 @@ from tests.e2e.service import (
     free_port,
     prepare_database,
 )
-
-BASE = "/api/v1/document-numbering"
 
 
 def headers(settings, **extra: str) -> dict:

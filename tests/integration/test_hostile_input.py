@@ -21,9 +21,8 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import text
 
-from tests.conftest import JWT_SECRET, TABLES, letter
+from tests.conftest import BASE, JWT_SECRET, TABLES, letter
 
-BASE = "/api/v1/document-numbering"
 CODE_FIELDS = ("project", "correspondence_type", "originator", "recipient", "sub_type",
                "rfa_type", "discipline", "revision")
 INVISIBLE = {

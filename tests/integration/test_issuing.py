@@ -6,13 +6,7 @@ from sqlalchemy import func, select
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, IssuedNumber
-from tests.conftest import letter
-
-BASE = "/api/v1/document-numbering"
-
-
-def generate(client, auth, body, **headers):
-    return client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth(**headers))
+from tests.conftest import BASE, generate, letter
 
 
 def test_letter_then_memo_share_one_counter(client, auth, seed):

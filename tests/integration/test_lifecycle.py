@@ -20,13 +20,7 @@ from docnum.shared.clock import FixedClock, SystemClock
 from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError
 from docnum.shared.models import AuditRow, IssuedNumber
-from tests.conftest import letter, wait_for
-
-BASE = "/api/v1/document-numbering"
-
-
-def generate(client, auth, body, **headers):
-    return client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth(**headers))
+from tests.conftest import BASE, generate, letter, wait_for
 
 
 def reserve(client, auth, body, **headers):

@@ -11,9 +11,7 @@ from datetime import timedelta
 from docnum.api.frontdoor.request_store import Record
 from docnum.shared import issuing
 from docnum.shared.clock import SystemClock, iso
-from tests.conftest import letter, wait_for
-
-BASE = "/api/v1/document-numbering"
+from tests.conftest import BASE, letter, wait_for
 
 
 def _orphan_record(app, sub: str, key: str, body: dict, age_s: float) -> str:

@@ -19,9 +19,7 @@ from docnum.shared import maintenance, metrics
 from docnum.shared.clock import FixedClock
 from docnum.shared.db import make_engine, transaction
 from docnum.shared.models import Counter
-from tests.conftest import letter, wait_for
-
-BASE = "/api/v1/document-numbering"
+from tests.conftest import BASE, letter, wait_for
 
 #: Every metric the issue names (Prometheus family names: counters without ``_total``).
 ISSUE_METRICS = (

@@ -13,9 +13,7 @@ from sqlalchemy import func, select
 from docnum.api.ratelimit import storage_uri
 from docnum.shared.db import transaction
 from docnum.shared.models import IssuedNumber
-from tests.conftest import letter
-
-BASE = "/api/v1/document-numbering"
+from tests.conftest import BASE, letter
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import letter, throwaway_database
-
-BASE = "/api/v1/document-numbering"
+from tests.conftest import BASE, letter, throwaway_database
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,18 @@
 """Catalog and numbering configs through the API, and ``docnum catalog load``."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
 import pytest
+import redis as redis_lib
 from sqlalchemy import select
 
 from docnum.shared.db import transaction
+from docnum.shared.errors import DocnumError
 from docnum.shared.models import AuditRow, CatalogEntry
-from tests.conftest import letter
-
-BASE = "/api/v1/document-numbering"
+from tests.conftest import BASE, LETTER_TEMPLATE, letter
 
 
 def test_catalog_put_get_list(client, auth):
@@ -131,8 +132,8 @@ def test_catalog_load_cli(tmp_path, settings, engine):
     env = {"DOCNUM_DATABASE_URL": settings.database_url, "DOCNUM_JWT_SECRET": "x" * 40,
            "DOCNUM_VAR_DIR": str(tmp_path / "var"), "PATH": "/usr/bin:/bin"}
     for path in (yaml_file, csv_file, yaml_file):
-        result = subprocess.run([sys.executable, "-m", "docnum.cli.main", "catalog", "load", str(path)],
-                                env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run([sys.executable, "-m", "docnum.cli.main", "catalog", "load",
+                                 str(path)], env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
     assert "3 entries read, 0 created or changed" in result.stdout  # loading again is a no-op
     with transaction(engine) as session:
@@ -142,3 +143,64 @@ def test_catalog_load_cli(tmp_path, settings, engine):
     assert rows == {("project", "LCBP3"): True, ("organization", "คคง."): True,
                     ("organization", "OLD"): False, ("discipline", "STR"): True}
     assert len(changes) == 4
+
+
+def test_services_write_their_audit_rows_and_tell_the_caches(engine, redis_dbs):
+    """Called directly (as the CLI and the console do), the catalog and config services audit
+    every write and replace the reference generation after the commit; a refused write does
+    neither, and a file loaded twice changes nothing the second time."""
+    from docnum.shared import catalog, configs
+    from docnum.shared.audit import Actor
+    from docnum.shared.clock import SystemClock
+    from docnum.shared.refcache import GENERATION_KEY
+
+    cache = redis_lib.Redis.from_url(redis_dbs[1])
+    actor, clock = Actor("services-test"), SystemClock()
+    seen = [cache.get(GENERATION_KEY)]
+
+    def bumped() -> bool:
+        seen.append(cache.get(GENERATION_KEY))
+        return seen[-1] != seen[-2]
+
+    catalog.put_entry(engine, "project", "LCBP3", "Laem Chabang", True, actor, clock,
+                      redis=cache)
+    assert bumped()
+    entries = [{"kind": "correspondence_type", "code": "LETTER", "name": "Letter", "active": True},
+               {"kind": "organization", "code": "คคง.", "name": "คคง.", "active": True},
+               {"kind": "organization", "code": "สคฉ.3", "name": "สคฉ.3", "active": True}]
+    assert catalog.load_entries(engine, entries, actor, clock, redis=cache) == 3
+    assert bumped()
+    assert catalog.load_entries(engine, entries, actor, clock, redis=cache) == 0
+    assert not bumped()
+    config = configs.create_config(engine, {"project": "LCBP3", "correspondence_type": "LETTER",
+                                            "template": LETTER_TEMPLATE, "reset": "YEARLY"},
+                                   actor, clock, redis=cache)
+    assert bumped()
+    configs.update_config(engine, config.id, {"fiscal_year_start_month": 1,
+                                              "change_reason": "fiscal year is the calendar year"},
+                          actor, clock, redis=cache)
+    assert bumped()
+    with pytest.raises(DocnumError):
+        configs.update_config(engine, config.id, {"change_reason": "too short"}, actor, clock,
+                              redis=cache)
+    assert not bumped()
+    with transaction(engine) as session:
+        operations = list(session.scalars(select(AuditRow.operation)
+                                          .where(AuditRow.actor == "services-test")
+                                          .order_by(AuditRow.id)))
+    assert operations == ["CATALOG_CHANGE"] * 4 + ["CONFIG_CREATE", "CONFIG_UPDATE"]
+
+
+def test_a_write_stands_when_redis_cannot_be_told(engine, caplog):
+    from docnum.shared import catalog
+    from docnum.shared.audit import Actor
+    from docnum.shared.clock import SystemClock
+
+    caplog.set_level(logging.WARNING, logger="docnum.shared.refcache")  # the worker sets ERROR
+    nobody = redis_lib.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    before, after = catalog.put_entry(engine, "project", "P9", "P9", True, Actor("t"),
+                                      SystemClock(), redis=nobody)
+    assert before is None and after.code == "P9"
+    assert "could not bump the reference generation" in caplog.text
+    with transaction(engine) as session:
+        assert session.scalar(select(CatalogEntry.code)) == "P9"

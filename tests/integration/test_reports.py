@@ -9,17 +9,10 @@ from sqlalchemy import delete, insert, select, update
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditArchiveRow, AuditRow, IssuedNumber
-from tests.conftest import letter
+from tests.conftest import BASE, generated, letter
 
-BASE = "/api/v1/document-numbering"
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 RFI_KEY = "LCBP3|CORR_TYPE=RFI|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
-
-
-def generate(client, auth, body, **headers):
-    response = client.post(f"{BASE}/generate?timeout=10", json=body, headers=auth(**headers))
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return response.json
 
 
 def reserve(client, auth, body):
@@ -54,7 +47,7 @@ def archive(engine, ids: list[int]) -> None:
 
 def test_audit_filters_and_pages_through_live_and_archive(client, auth, seed, engine):
     seed()
-    numbers = [generate(client, auth, letter(), sub=s)["document_number"]
+    numbers = [generated(client, auth, letter(), sub=s)["document_number"]
                for s in ("alice", "bob", "alice", "carol", "alice")]
     with transaction(engine) as session:
         ids = list(session.scalars(select(AuditRow.id).where(AuditRow.operation == "GENERATE")
@@ -102,7 +95,7 @@ def test_audit_covers_every_operation_with_who_where_and_what(client, auth, seed
     and before/after (GENERATE/RESERVE/EXPIRE by their own paths)."""
     ids = seed()
     headers = {"X-Request-ID": "trace-all"}
-    first = generate(client, auth, letter(), **headers)
+    first = generated(client, auth, letter(), **headers)
     reserved = reserve(client, auth, letter())
     client.post(f"{BASE}/confirm", json={"token": reserved["reservation"]["token"]},
                 headers=auth(**headers))
@@ -143,10 +136,10 @@ def test_audit_covers_every_operation_with_who_where_and_what(client, auth, seed
 def test_counters_with_capacity_utilization_and_type_filter(client, auth, seed):
     seed()
     for _ in range(3):
-        generate(client, auth, letter())
-    generate(client, auth, letter(correspondence_type="MEMO"))
-    generate(client, auth, letter(correspondence_type="RFI"))
-    generate(client, auth, letter(recipient="ผรม.1", document_date="2024-02-01"))
+        generated(client, auth, letter())
+    generated(client, auth, letter(correspondence_type="MEMO"))
+    generated(client, auth, letter(correspondence_type="RFI"))
+    generated(client, auth, letter(recipient="ผรม.1", document_date="2024-02-01"))
     admin = auth("admin", perms=["system.manage_settings"])
     listed = client.get(f"{BASE}/counters?project=LCBP3", headers=admin).json
     by_key = {c["counter_key"]: c for c in listed["items"]}
@@ -177,12 +170,12 @@ def test_gaps_list_every_sequence_that_is_not_confirmed(client, auth, seed, engi
     from docnum.shared.clock import FixedClock
 
     seed()
-    generate(client, auth, letter())                                          # 1 confirmed
+    generated(client, auth, letter())                                          # 1 confirmed
     cancelled = reserve(client, auth, letter())                               # 2 cancelled
     client.post(f"{BASE}/cancel", json={"token": cancelled["reservation"]["token"],
                                         "reason": "withdrawn draft"}, headers=auth())
     expired = reserve(client, auth, letter())                                 # 3 expired
-    voided = generate(client, auth, letter())                                 # 4 void -> 5
+    voided = generated(client, auth, letter())                                 # 4 void -> 5
     pending = reserve(client, auth, letter())                                 # 5 reserved
     with transaction(engine) as session:  # expire only sequence 3
         session.execute(update(IssuedNumber).where(
@@ -197,7 +190,7 @@ def test_gaps_list_every_sequence_that_is_not_confirmed(client, auth, seed, engi
     client.post(f"{BASE}/admin/manual-override", json=dict(
         letter(), document_number="คคง.-สคฉ.3-0009-2568",
         reason="legacy register entry"), headers=auth("admin2"))           # 7, 8 missing; 9
-    generate(client, auth, letter(correspondence_type="RFI"))                 # other counter
+    generated(client, auth, letter(correspondence_type="RFI"))                 # other counter
 
     viewer = auth("auditor", perms=["system.view_logs"])
     report = client.get(f"{BASE}/reports/gaps?project=LCBP3&correspondence_type=LETTER",
@@ -239,7 +232,7 @@ def test_gaps_list_every_sequence_that_is_not_confirmed(client, auth, seed, engi
 def test_config_changes_need_a_reason_and_never_touch_issued_numbers(client, auth, seed,
                                                                       engine):
     ids = seed()
-    issued = generate(client, auth, letter())
+    issued = generated(client, auth, letter())
     url = f"{BASE}/configs/{ids['LETTER']}"
     change = {"template": "{ORIGINATOR}/{RECIPIENT}/{SEQ:4}/{YEAR:B.E.}"}
     no_reason = client.put(url, json=change, headers=auth())
@@ -261,6 +254,6 @@ def test_config_changes_need_a_reason_and_never_touch_issued_numbers(client, aut
     with transaction(engine) as session:
         row = session.scalar(select(IssuedNumber))
     assert row.template == "{ORIGINATOR}-{RECIPIENT}-{SEQ:4}-{YEAR:B.E.}"
-    following = generate(client, auth, letter())
+    following = generated(client, auth, letter())
     assert following["document_number"] == "คคง./สคฉ.3/0002/2568"
     assert following["config_version"] == 2

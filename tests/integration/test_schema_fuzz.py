@@ -24,9 +24,8 @@ from schemathesis.core.result import Ok
 from schemathesis.pytest.lazy import get_all_tests
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.conftest import ALL_PERMS, wait_for
+from tests.conftest import ALL_PERMS, BASE, wait_for
 
-BASE = "/api/v1/document-numbering"
 MAX_EXAMPLES = 20
 BUDGET_S = 150.0
 

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import NoReturn
 
-from docnum.shared.console import ImportStash, utilization_level
+from docnum.api.console.queries import utilization_level
+from docnum.api.console.stash import ImportStash
 
 
 class DeadRedis:
-    def __getattr__(self, name: str):
-        def fail(*args, **kwargs):
+    def __getattr__(self, name: str) -> Callable[..., NoReturn]:
+        def fail(*args: object, **kwargs: object) -> NoReturn:
             raise ConnectionError("redis is down")
         return fail
 

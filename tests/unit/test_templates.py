@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 
 from docnum.shared.context import NumberingContext
 from docnum.shared.errors import DocnumError, TemplateInvalid
+from docnum.shared.issuing import parse_context
 from docnum.shared.templates import (
     RESETS,
     check_number_length,
+    code_problem,
     counter_key,
     fiscal_year,
     local_date,
@@ -184,6 +186,29 @@ def test_malformed_code_is_refused() -> None:
         render(LETTER, ctx(originator="a b"))
     assert err.value.code == "VALIDATION_FAILED"
     assert err.value.errors[0].field == "originator"
+
+
+@pytest.mark.parametrize(("code", "problem"), [
+    ("\u0e31AB", "must not start with a combining mark"),
+    ("", "must be 1-30 characters"),
+    ("x" * 31, "must be 1-30 characters"),
+    ("a/b", "character '/' (U+002F) at position 1 is not allowed; use letters, marks, digits "
+            "and . - _"),
+])
+def test_one_code_rule_for_the_catalog_the_request_and_the_number(code: str,
+                                                                  problem: str) -> None:
+    assert code_problem(code) == problem
+    with pytest.raises(DocnumError) as rendering:
+        render(LETTER, ctx(originator=code))
+    assert rendering.value.errors[0].field == "originator"
+    with pytest.raises(DocnumError) as parsing:
+        parse_context({"project": "LCBP3", "correspondence_type": "LETTER", "originator": code})
+    assert parsing.value.errors[0].message == problem
+
+
+def test_valid_codes_pass_the_code_rule() -> None:
+    for code in ("คคง.", "สคฉ.3", "LCBP3", "TEAM-A", "r_1", "๒๑"):
+        assert code_problem(code) is None
 
 
 def test_parsed_template_shape() -> None:
@@ -377,7 +402,9 @@ PROPERTY = settings(max_examples=200, deadline=None, database=None,
 
 
 def codes(alphabet: str = CODE_ALPHABET) -> st.SearchStrategy[str]:
-    return st.text(alphabet, min_size=1, max_size=30)
+    """Valid codes: a code does not start with a combining mark (docs/reference.md)."""
+    first = "".join(ch for ch in alphabet if ch not in THAI_MARKS)
+    return st.builds(str.__add__, st.sampled_from(first), st.text(alphabet, max_size=29))
 
 
 @st.composite

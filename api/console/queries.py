@@ -1,9 +1,10 @@
-"""The non-HTTP part of the admin console (``api/console``): small read helpers over the same
-tables and services as the API, plus the stash that keeps an uploaded import file between its
-dry run and its commit.
+"""The console's read queries: what its pages show beyond what an API route answers (configs
+grouped by project, version diffs, counter pages with utilization levels, replacement chains,
+the resets overview, the audit trail as CSV).
 
-Nothing here writes a ledger, counter or audit row: the console writes through the very
-functions the API calls (``shared.configs``, ``shared.lifecycle``, ``shared.admin``).
+Nothing here writes: the console writes through the very services the API calls
+(``shared.configs``, ``shared.lifecycle``, ``shared.override``, ``shared.bulk_import``,
+``shared.resets``).
 """
 from __future__ import annotations
 
@@ -11,34 +12,18 @@ import csv
 import difflib
 import io
 import json
-import logging
-import os
-import re
-import secrets
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from docnum.shared import reports
-from docnum.shared.admin import (
-    check_override,
-    counter_floor,
-    get_reset,
-    list_resets,
-    refuse_held_sequence,
-    refuse_taken_number,
-)
 from docnum.shared.configs import ConfigView, config_history, list_configs
 from docnum.shared.context import FIELD_KIND
 from docnum.shared.db import transaction
 from docnum.shared.models import CatalogEntry, Counter, IssuedNumber, ResetRequest
-
-log = logging.getLogger(__name__)
+from docnum.shared.resets import counter_floor, get_reset, list_resets
 
 AMBER_ABOVE = 0.90
 RED_ABOVE = 0.95
@@ -177,40 +162,23 @@ def replacement_chain(session: Session, project: str, number: str) -> list[dict]
         return []
     chain = [entry(start)]
     seen = {start.document_number}
-    back = start
-    while back.replaces and len(chain) < CHAIN_LIMIT:
-        back = row_of(back.replaces)
-        if back is None or back.document_number in seen:
-            break
-        seen.add(back.document_number)
-        chain.insert(0, entry(back))
-    forward = start
-    while forward.replaced_by and len(chain) < CHAIN_LIMIT:
-        forward = row_of(forward.replaced_by)
-        if forward is None or forward.document_number in seen:
-            break
-        seen.add(forward.document_number)
-        chain.append(entry(forward))
+
+    def follow(link: str) -> Iterator[IssuedNumber]:
+        """The rows that ``link`` (``replaces`` or ``replaced_by``) leads to from ``start``;
+        a loop or a missing row ends the walk, and so does the chain's length limit."""
+        row = start
+        while getattr(row, link) and len(chain) < CHAIN_LIMIT:
+            row = row_of(getattr(row, link))
+            if row is None or row.document_number in seen:
+                return
+            seen.add(row.document_number)
+            yield row
+
+    for row in follow("replaces"):
+        chain.insert(0, entry(row))
+    for row in follow("replaced_by"):
+        chain.append(entry(row))
     return chain if len(chain) > 1 else []
-
-
-def override_plan(session: Session, body: dict, minimum_reason: int) -> dict:
-    """What a manual override of ``body`` would do, checked as ``admin.manual_override``
-    checks it, without writing: the context, whether the number fits the resolved template,
-    and the counter it would raise."""
-    checked = check_override(session, body, minimum_reason)
-    fit = checked.fit
-    plan = {"document_number": checked.number, "reason": checked.reason,
-            "context": checked.ctx.to_dict(), "config_id": checked.config.id,
-            "template": checked.config.template, "fits": fit is not None,
-            "counter_key": None, "sequence": None, "last_sequence": None}
-    if fit is not None:
-        plan["counter_key"], plan["sequence"] = fit
-        plan["last_sequence"] = session.scalar(select(Counter.last_sequence).where(
-            Counter.counter_key == fit[0]))
-        refuse_held_sequence(session, fit)
-    refuse_taken_number(session, checked.ctx.project, checked.number)
-    return plan
 
 
 # --------------------------------------------------------------------------- resets
@@ -284,83 +252,6 @@ def audit_csv(engine: Engine, filters: reports.AuditFilter, *, page_size: int = 
         before_id = rows[-1]["id"]
 
 
-# --------------------------------------------------------------------------- import stash
-
-_STASH_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
-
-
-@dataclass
-class ImportStash:
-    """Uploaded import files kept between the dry run and the commit, for ``ttl`` seconds.
-
-    In Redis (the result backend) when there is one, so the commit may land on any API
-    replica; otherwise, or when Redis cannot be reached, in ``directory`` (files named by a
-    random id, mode 0600, older ones swept on every upload). The id lives in the user's
-    session; the commit imports exactly the bytes the dry run judged.
-    """
-
-    directory: Path
-    redis: object | None = None   # redis.Redis
-    ttl: int = 3600
-    prefix: str = "docnum:console:import:"
-
-    def put(self, content: bytes) -> str:
-        stash_id = secrets.token_urlsafe(24)
-        if self.redis is not None:
-            try:
-                self.redis.set(self.prefix + stash_id, content, ex=self.ttl)
-                return stash_id
-            except Exception as exc:  # any Redis failure: keep it on disk
-                log.warning("import stash: Redis unavailable (%s); using %s",
-                            type(exc).__name__, self.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._sweep()
-        path = self.directory / stash_id
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-        return stash_id
-
-    def get(self, stash_id: str) -> bytes | None:
-        if not isinstance(stash_id, str) or not _STASH_ID.fullmatch(stash_id):
-            return None
-        if self.redis is not None:
-            try:
-                content = self.redis.get(self.prefix + stash_id)
-                if content is not None:
-                    return content
-            except Exception:
-                pass
-        path = self.directory / stash_id
-        try:
-            if time.time() - path.stat().st_mtime > self.ttl:
-                path.unlink(missing_ok=True)
-                return None
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def drop(self, stash_id: str) -> None:
-        if not isinstance(stash_id, str) or not _STASH_ID.fullmatch(stash_id):
-            return
-        if self.redis is not None:
-            try:
-                self.redis.delete(self.prefix + stash_id)
-            except Exception:
-                pass
-        (self.directory / stash_id).unlink(missing_ok=True)
-
-    def _sweep(self) -> None:
-        cutoff = time.time() - self.ttl
-        for path in self.directory.iterdir():
-            try:
-                if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink(missing_ok=True)
-            except OSError:
-                continue
-
-
-__all__ = ["AUDIT_CSV_COLUMNS", "ImportStash", "audit_csv", "catalog_codes",
-           "configs_by_project", "configs_of_counter", "counters_page", "floor_check",
-           "override_plan", "replacement_chain", "resets_overview", "sample_context",
-           "utilization_level", "version_diffs"]
+__all__ = ["AUDIT_CSV_COLUMNS", "audit_csv", "catalog_codes", "configs_by_project",
+           "configs_of_counter", "counters_page", "floor_check", "replacement_chain",
+           "resets_overview", "sample_context", "utilization_level", "version_diffs"]
