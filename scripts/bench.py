@@ -20,6 +20,7 @@ lock ratios.
 
 Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--duration 20] [--rate-duration 60]
        [--burst 5000] [--db-latency-ms 50] [--only hot,keys64] [--env DOCNUM_QUEUE_SHARDS=2]
+       [--private-mariadb]
 Loopback only; every phase is bounded in time and count.
 """
 from __future__ import annotations
@@ -225,6 +226,61 @@ class PrivateRedis:
             raise RuntimeError("private redis-server did not start")
 
 
+class PrivateMariaDB:
+    """A mariadbd of this run only (``--private-mariadb``), with the compiled-in defaults that
+    the machine's server runs with too (``innodb_flush_log_at_trx_commit=1``, 128 MiB buffer
+    pool): no other session's queries in its CPU or its disk flushes."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.port = free_port()
+        # Its own directory: mariadbd drops to the mysql user, which cannot enter run_dir.
+        self.workdir = Path(tempfile.mkdtemp(prefix="docnum-bench-mariadb-"))
+        self.datadir = self.workdir / "data"
+        self.as_root = os.geteuid() == 0
+        user = ["--user=mysql"] if self.as_root else []
+        self.install = ["mariadb-install-db", "--no-defaults", *user,
+                        f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
+                        "--skip-test-db"]
+        self.process = Managed("mariadbd", [
+            "mariadbd", "--no-defaults", *user, f"--datadir={self.datadir}",
+            f"--port={self.port}", "--bind-address=127.0.0.1",
+            f"--socket={self.workdir / 'mysqld.sock'}", f"--pid-file={self.workdir / 'pid'}",
+            "--character-set-server=utf8mb4", "--skip-name-resolve"], dict(os.environ), run_dir)
+        self.url = f"mysql+mysqldb://root@127.0.0.1:{self.port}"
+
+    def _chown(self) -> None:
+        if self.as_root:
+            import shutil
+
+            for path in [self.workdir, *self.workdir.rglob("*")]:
+                shutil.chown(path, "mysql", "mysql")
+
+    def start(self) -> None:
+        from sqlalchemy import create_engine
+
+        self._chown()
+        subprocess.run(self.install, check=True, capture_output=True, timeout=120)
+        self._chown()
+        self.process.start()
+
+        def ping() -> bool:
+            engine = create_engine(self.url)
+            try:
+                with engine.connect():
+                    return True
+            finally:
+                engine.dispose()
+
+        if not wait_until(ping, 60, "mariadbd", [self.process]):
+            raise RuntimeError("private mariadbd did not start")
+
+    def stop(self) -> None:
+        import shutil
+
+        self.process.stop(grace=60)  # SIGTERM: a clean shutdown
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 def redis_pid(url: str) -> int | None:
     import redis
 
@@ -290,6 +346,7 @@ class Bench:
         self.jwt_secret = secrets.token_urlsafe(40)
         self.redis: PrivateRedis | None = None
         self.redis_base = args.redis
+        self.mariadb: PrivateMariaDB | None = None
         self.failures: list[str] = []
 
     # -- environment ---------------------------------------------------------------------------
@@ -494,8 +551,10 @@ class Bench:
             self.wait_shard_owners(direct_env, started)
             data = self.loadtest("docnum", "latency", url, direct_env,
                                  [p.pid for p in started])
-            self.record(round_no, "docnum", "latency",
-                        {**data, "db_latency_ms": self.args.db_latency_ms})
+            self.record(round_no, "docnum", "latency", {
+                **data, "db_latency_ms": self.args.db_latency_ms,
+                "processes": [f"{p.name} ({'relay' if p.env is relay_env else 'direct'})"
+                              for p in started[1:]]})
         finally:
             for process in reversed(started):
                 process.stop()
@@ -533,17 +592,24 @@ class Bench:
 
     def main(self) -> int:
         a = self.args
-        print(f"# docnum bench {self.run}: rounds={a.rounds} phases={','.join(a.phases)} "
-              f"designs={','.join(a.designs)} env={a.env_overrides} "
-              f"lock-env={a.lock_env_overrides} logs={self.run_dir}", flush=True)
-        if not a.redis:
-            self.redis = PrivateRedis(self.run_dir)
-            self.redis.start()
-            self.redis_base = self.redis.url
         try:
+            if not a.redis:
+                self.redis = PrivateRedis(self.run_dir)
+                self.redis.start()
+                self.redis_base = self.redis.url
+            if a.private_mariadb:
+                self.mariadb = PrivateMariaDB(self.run_dir)
+                self.mariadb.start()
+                a.server = self.mariadb.url
+            print(f"# docnum bench {self.run}: rounds={a.rounds} phases={','.join(a.phases)} "
+                  f"designs={','.join(a.designs)} env={a.env_overrides} "
+                  f"lock-env={a.lock_env_overrides} mariadb={a.server} redis={self.redis_base} "
+                  f"logs={self.run_dir}", flush=True)
             for round_no in range(1, a.rounds + 1):
                 self.round(round_no)
         finally:
+            if self.mariadb:
+                self.mariadb.stop()
             if self.redis:
                 self.redis.process.stop()
             if self.out:
@@ -551,7 +617,12 @@ class Bench:
         print(summary_text(self.records, a), flush=True)
         print(json.dumps({"summary": summary(self.records)}, ensure_ascii=False), flush=True)
         if self.failures:
-            print(f"# NOT VERIFIED or failed: {'; '.join(self.failures)}", flush=True)
+            print(f"# NOT VERIFIED or failed: {'; '.join(self.failures)}; logs in "
+                  f"{self.run_dir}", flush=True)
+        elif not a.keep_logs:
+            import shutil
+
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         return 1 if self.failures else 0
 
 
@@ -712,10 +783,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="docnum up --worker-processes (default 4, its default)")
     parser.add_argument("--server", default="mysql+mysqldb://root@127.0.0.1:3306",
                         help="MariaDB server URL (databases are created and dropped there)")
+    parser.add_argument("--private-mariadb", action="store_true",
+                        help="start a mariadbd of this run only instead of using --server")
     parser.add_argument("--redis", default=None,
                         help="a Redis server URL to use (its DBs 7-9 are FLUSHED); default: a "
                              "private redis-server started for this run")
     parser.add_argument("--keep-databases", action="store_true")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the processes' logs (always kept when a phase failed)")
     parser.add_argument("--out", default=None, help="append the JSON lines here")
     args = parser.parse_args(argv)
     args.env_overrides = _assignments(args.env, "--env")
