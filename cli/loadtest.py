@@ -4,7 +4,14 @@ Fixed concurrency (closed loop, ``--concurrency``) or fixed arrival rate (open l
 latency is measured from each request's scheduled start, so a slow server cannot hide queueing);
 one hot counter key or many (``--keys``); sync ``/generate`` or async ``/requests`` + polling;
 ``--burst N`` submits N async requests at once. Afterwards it checks in the database that every
-number of the run is distinct and every counter of the run is contiguous from 1.
+number of the run is distinct, every counter of the run is contiguous from 1 and agrees with its
+ledger, and every number has exactly one audit row.
+
+``--target lock`` drives the lock design that docnum replaces (``scripts/lock_design/app.py``,
+docs/benchmarks.md#method) with the same bodies and verifies its own tables instead. A request
+that is not answered with a number (a 503, any non-2xx) counts as failed, not served.
+``--cpu GROUP=PID,...`` reports the CPU those processes spent during the measured run, per
+served request (docs/benchmarks.md#method).
 
 Each run numbers under its own project code, so runs never mix. The client is asyncio with
 keep-alive HTTP/1.1 connections (standard library only) to keep its own CPU small.
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -30,6 +38,111 @@ BASE = "/api/v1/document-numbering"
 MAX_DURATION_S = 600
 MAX_REQUESTS = 200_000
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# The numbering config of every run, and the lock design's fixed template: the same numbers
+# from the same bodies on both targets.
+TEMPLATE = "{PROJECT}-{ORIGINATOR}-{RECIPIENT}-{SEQ:6}-{YYYY}"
+RESET = "YEARLY"
+CORRESPONDENCE_TYPE = "LETTER"
+# Many keys are spread like a real deployment's: originator/recipient pairs times years.
+KEY_YEARS = 4
+ORIGINATORS_PER_RECIPIENT = 4
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a design keeps what ``verify_run`` checks (same column names in both designs)."""
+
+    name: str
+    ledger: str
+    counters: str
+    audit: str
+    async_routes: bool
+
+
+TARGETS = {
+    "docnum": Target("docnum", "document_numbers", "counters", "audit_log", True),
+    "lock": Target("lock", "lock_ledger", "lock_counters", "lock_audit", False),
+}
+
+
+def _same_day_in(day: date, year: int) -> date:
+    try:
+        return day.replace(year=year)
+    except ValueError:  # 29 February in a common year
+        return day.replace(year=year, day=28)
+
+
+def key_bodies(project: str, keys: int, today: date) -> list[dict]:
+    """One request body per counter key.
+
+    ``keys`` a multiple of 4: ``keys / 4`` originator/recipient pairs times 4 years (this year
+    and the 3 before; the template resets yearly), so 64 keys are 16 pairs x 4 years. Otherwise
+    ``keys`` pairs in this year (1 = one hot counter). Consecutive requests go to different
+    pairs.
+    """
+    years = KEY_YEARS if keys % KEY_YEARS == 0 else 1
+    pairs = keys // years
+    bodies = []
+    for index in range(keys):
+        pair, back = index % pairs, index // pairs
+        bodies.append({"project": project, "correspondence_type": CORRESPONDENCE_TYPE,
+                       "originator": f"ORG{pair % ORIGINATORS_PER_RECIPIENT}",
+                       "recipient": f"R{pair // ORIGINATORS_PER_RECIPIENT:03d}",
+                       "document_date": _same_day_in(today, today.year - back).isoformat()})
+    return bodies
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """utime + stime of a process (all its threads), in clock ticks; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            raw = stat.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2:].split()  # the name may hold spaces and parentheses
+    return int(fields[11]) + int(fields[12])
+
+
+class CpuSampler:
+    """CPU of process groups over the measured run, from ``/proc/<pid>/stat``; the load
+    generator's own from ``time.process_time``."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self.tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        self.before: dict[int, int | None] = {}
+        self.own = 0.0
+
+    def start(self) -> None:
+        self.before = {pid: _cpu_ticks(pid) for pids in self.groups.values() for pid in pids}
+        self.own = time.process_time()
+
+    def stop(self) -> dict[str, float]:
+        own_ms = (time.process_time() - self.own) * 1000
+        spent: dict[str, float] = {}
+        for group, pids in self.groups.items():
+            total = 0
+            for pid in pids:
+                before, after = self.before.get(pid), _cpu_ticks(pid)
+                if before is not None and after is not None:
+                    total += after - before
+            spent[group] = round(total * self.tick_ms, 1)
+        spent["loadgen"] = round(own_ms, 1)
+        return spent
+
+
+def parse_cpu_groups(values: list[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for value in values:
+        name, _, raw = value.partition("=")
+        try:
+            pids = [int(p) for p in raw.split(",") if p.strip()]
+        except ValueError:
+            raise SystemExit(f"--cpu takes GROUP=PID[,PID...], got {value!r}") from None
+        if not name or name == "loadgen":
+            raise SystemExit(f"--cpu needs a group name other than loadgen, got {value!r}")
+        groups.setdefault(name, []).extend(pids)
+    return groups
 
 
 class HttpConnection:
@@ -100,12 +213,17 @@ class Results:
     def summary(self) -> dict:
         lat = sorted(self.latencies_ms)
         elapsed = max(self.finished - self.started, 1e-9)
+        requests = sum(self.statuses.values())
+        failed = requests - len(self.numbers)
 
         def pct(p: float) -> float | None:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else None
 
+        # Served means answered with a number; latencies are those of served requests.
         return {"completed": len(self.numbers), "elapsed_s": round(elapsed, 2),
                 "rate_per_s": round(len(self.numbers) / elapsed, 1),
+                "requests": requests, "failed": failed,
+                "failed_pct": round(100 * failed / requests, 2) if requests else 0.0,
                 "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
                 "max_ms": round(lat[-1], 1) if lat else None,
                 "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
@@ -123,10 +241,8 @@ class Client:
         self.mode, self.timeout_s = mode, timeout_s
         self.pool: list[HttpConnection] = []
         self.counter = 0
-        today = date.today().isoformat()
-        self.bodies = [json.dumps({"project": project, "correspondence_type": "LETTER",
-                                   "originator": "ORG", "recipient": f"R{i:03d}",
-                                   "document_date": today}).encode() for i in range(keys)]
+        self.bodies = [json.dumps(body).encode()
+                       for body in key_bodies(project, keys, date.today())]
 
     def body(self) -> bytes:
         self.counter += 1
@@ -155,8 +271,8 @@ class Client:
                     status, raw = await self._poll(conn, json.loads(raw)["status_url"])
             latency = (time.perf_counter() - scheduled) * 1000
             data = json.loads(raw) if raw else {}
-            number = data.get("document_number") or (data.get("result") or {}).get(
-                "document_number")
+            number = (data.get("document_number") or (data.get("result") or {}).get(
+                "document_number")) if 200 <= status < 300 else None
             error = None if number else str(data.get("code") or data.get("error") or status)
             results.record(status, latency, number, error)
         except Exception as exc:  # count it, keep loading
@@ -247,7 +363,7 @@ async def run_burst(client: Client, count: int) -> tuple[Results, float]:
 
 
 def setup_run(settings: Settings, project: str, keys: int) -> None:
-    """Catalog codes and one LETTER config for this run's own project."""
+    """Catalog codes and one LETTER config for this run's own project (docnum target)."""
     from docnum.shared.catalog import upsert_entry
     from docnum.shared.clock import SystemClock
     from docnum.shared.configs import insert_config
@@ -257,44 +373,64 @@ def setup_run(settings: Settings, project: str, keys: int) -> None:
     now = SystemClock().now()
     with transaction(get_engine(settings.database_url)) as session:
         upsert_entry(session, "project", project, project, True, now)
-        upsert_entry(session, "correspondence_type", "LETTER", "Letter", True, now)
-        upsert_entry(session, "organization", "ORG", "Originator", True, now)
-        for i in range(keys):
-            upsert_entry(session, "organization", f"R{i:03d}", f"Recipient {i}", True, now)
-        insert_config(session, {"project": project, "correspondence_type": "LETTER",
-                                "template": "{PROJECT}-{ORIGINATOR}-{RECIPIENT}-{SEQ:6}-{YYYY}",
-                                "reset": "YEARLY"}, "loadtest", now)
+        upsert_entry(session, "correspondence_type", CORRESPONDENCE_TYPE, "Letter", True, now)
+        bodies = key_bodies(project, keys, now.date())
+        for code in sorted({b[f] for b in bodies for f in ("originator", "recipient")}):
+            upsert_entry(session, "organization", code, f"Organization {code}", True, now)
+        insert_config(session, {"project": project, "correspondence_type": CORRESPONDENCE_TYPE,
+                                "template": TEMPLATE, "reset": RESET}, "loadtest", now)
     bump_generation(generation_redis(settings))
 
 
-def verify_run(database_url: str, project: str, numbers: list[str]) -> dict:
-    """Distinct numbers; every counter of the run holds exactly 1..N."""
-    from sqlalchemy import select
+def verify_run(database_url: str, project: str, numbers: list[str],
+               target: Target = TARGETS["docnum"]) -> dict:
+    """Distinct numbers; every counter of the run holds exactly 1..N and says N; one audit row
+    per number; every answer in the ledger."""
+    from sqlalchemy import text
 
-    from docnum.shared.db import get_engine, transaction
-    from docnum.shared.models import IssuedNumber
+    from docnum.shared.db import get_engine
 
-    with transaction(get_engine(database_url)) as session:
-        rows = session.execute(select(IssuedNumber.counter_key, IssuedNumber.sequence,
-                                      IssuedNumber.document_number)
-                               .where(IssuedNumber.project == project)).all()
+    # Table names come from TARGETS, never from the command line.
+    with get_engine(database_url).connect() as conn:
+        rows = conn.execute(text(
+            f"SELECT counter_key, sequence, document_number FROM {target.ledger} "
+            "WHERE project = :project"), {"project": project}).all()
+        counters = dict(conn.execute(text(
+            f"SELECT counter_key, last_sequence FROM {target.counters} "
+            "WHERE project = :project"), {"project": project}).all())
+        audits = dict(conn.execute(text(
+            f"SELECT a.document_number, COUNT(*) FROM {target.audit} a "
+            f"JOIN {target.ledger} l ON l.document_number = a.document_number "
+            "WHERE l.project = :project AND a.operation = 'GENERATE' AND a.success = 1 "
+            "GROUP BY a.document_number"), {"project": project}).all())
     by_key: dict[str, list[int]] = {}
     for row in rows:
         by_key.setdefault(row.counter_key, []).append(row.sequence)
     contiguous = all(sorted(s) == list(range(1, len(s) + 1)) for s in by_key.values())
-    distinct = len({r.document_number for r in rows}) == len(rows)
-    answered = set(numbers) <= {r.document_number for r in rows}
-    return {"ledger_rows": len(rows), "answers": len(numbers),
-            "answers_distinct": len(set(numbers)) == len(numbers), "ledger_distinct": distinct,
-            "counters": len(by_key), "contiguous": contiguous, "answers_in_ledger": answered,
-            "ok": distinct and contiguous and answered and len(set(numbers)) == len(numbers)}
+    counters_agree = all(counters.get(key) == len(s) for key, s in by_key.items()) and \
+        all(last == 0 or key in by_key for key, last in counters.items())
+    ledger_numbers = {r.document_number for r in rows}
+    distinct = len(ledger_numbers) == len(rows)
+    one_audit_each = len(audits) == len(ledger_numbers) and \
+        all(count == 1 for count in audits.values())
+    answered = set(numbers) <= ledger_numbers
+    answers_distinct = len(set(numbers)) == len(numbers)
+    return {"target": target.name, "ledger_rows": len(rows), "answers": len(numbers),
+            "answers_distinct": answers_distinct, "ledger_distinct": distinct,
+            "counters": len(by_key), "contiguous": contiguous, "counters_agree": counters_agree,
+            "audit_rows": sum(audits.values()), "one_audit_each": one_audit_each,
+            "answers_in_ledger": answered,
+            "ok": distinct and contiguous and counters_agree and one_audit_each and answered
+            and answers_distinct}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="docnum loadtest", description=__doc__.split("\n")[0])
     p.add_argument("--url", default=None, help="service URL (default http://DOCNUM_HOST:PORT)")
     p.add_argument("--mode", choices=("sync", "async"), default="sync")
-    p.add_argument("--keys", type=int, default=1, help="counter keys (1 = hot key)")
+    p.add_argument("--keys", type=int, default=1,
+                   help="counter keys (1 = hot key; a multiple of 4: originator/recipient "
+                        "pairs x 4 years, so 64 = 16 pairs x 4 years)")
     p.add_argument("--concurrency", type=int, default=32, help="closed loop: clients")
     p.add_argument("--rate", type=float, default=0, help="open loop: requests per second")
     p.add_argument("--duration", type=float, default=10.0, help="seconds (at most 600)")
@@ -303,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="?timeout= for /generate")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured warm-up")
     p.add_argument("--project", default=None, help="project code (default: a fresh one)")
+    p.add_argument("--target", choices=sorted(TARGETS), default="docnum",
+                   help="docnum, or the lock design it replaces (sync only; its own tables "
+                        "are verified)")
+    p.add_argument("--cpu", action="append", default=[], metavar="GROUP=PID[,PID...]",
+                   help="report these processes' CPU during the measured run (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -313,42 +454,56 @@ def main(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     duration = min(args.duration, MAX_DURATION_S)
+    target = TARGETS[args.target]
+    if args.keys < 1:
+        raise SystemExit("--keys must be at least 1")
+    if not target.async_routes and (args.mode == "async" or args.burst):
+        raise SystemExit(f"--target {target.name} has no async routes: sync mode only")
+    sampler = CpuSampler(parse_cpu_groups(args.cpu))
     settings = get_settings()
     url = args.url or f"http://{settings.host}:{settings.port}"
     if urlsplit(url).hostname not in LOOPBACK:  # before anything is written
         raise SystemExit("docnum loadtest only targets loopback addresses")
     project = args.project or f"LT{uuid.uuid4().hex[:8].upper()}"
-    setup_run(settings, project, args.keys)
+    if target.name == "docnum":
+        setup_run(settings, project, args.keys)  # the lock design has a fixed template
     token = mint_token(settings, "loadtest", ["correspondence.create", "correspondence.read"],
                        ttl_seconds=int(duration) + 3600)
     client = Client(url, token, project, args.keys, args.mode, args.timeout)
 
-    async def go() -> tuple[dict, list[str]]:
+    async def go() -> tuple[dict, list[str], dict[str, float]]:
         numbers: list[str] = []
         if args.warmup > 0:
             warm = await run_closed(client, min(args.concurrency, 8), args.warmup, 1000)
             numbers += warm.numbers
+        sampler.start()
         if args.burst:
             results, accept_s = await run_burst(client, min(args.burst, args.max_requests))
+            cpu = sampler.stop()
             return {**results.summary(), "accepted_in_s": round(accept_s, 2)}, \
-                numbers + results.numbers
+                numbers + results.numbers, cpu
         if args.rate:
             results = await run_open(client, args.rate, duration, args.max_requests)
         else:
             results = await run_closed(client, args.concurrency, duration, args.max_requests)
-        return results.summary(), numbers + results.numbers
+        cpu = sampler.stop()
+        return results.summary(), numbers + results.numbers, cpu
 
-    summary, numbers = asyncio.run(go())
-    report = {"project": project, "mode": args.mode, "keys": args.keys,
+    summary, numbers, cpu = asyncio.run(go())
+    report = {"project": project, "target": target.name, "mode": args.mode, "keys": args.keys,
               "concurrency": None if args.rate or args.burst else args.concurrency,
               "rate": args.rate or None, "burst": args.burst or None, **summary}
+    served = summary["completed"]
+    report["cpu_ms"] = cpu
+    report["cpu_ms_per_served"] = {group: round(ms / served, 3) if served else None
+                                   for group, ms in cpu.items()}
     # Verify everything the run produced, warm-up included.
-    report["verify"] = verify_run(settings.database_url, project, numbers)
+    report["verify"] = verify_run(settings.database_url, project, numbers, target)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
         for key, value in report.items():
-            print(f"{key:>14}: {value}")
+            print(f"{key:>17}: {value}")
     ok = report["verify"]["ok"] and not summary["errors"]
     return 0 if ok else 1
 
