@@ -124,7 +124,7 @@ def get_engine(url: str, *, pre_ping: bool = True, multi_statements: bool = Fals
         return engine
 
 
-_identities: dict[str, str] = {}
+_identities: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
 def ledger_identity(engine: Engine) -> str:
@@ -132,17 +132,19 @@ def ledger_identity(engine: Engine) -> str:
 
     The front door stamps it on every allocation message and a worker serves only messages
     for its own ledger: two deployments sharing one Redis by mistake (staging and production,
-    say) would otherwise serve each other's requests from the wrong ledger.
+    say) would otherwise serve each other's requests from the wrong ledger. Asked once per
+    engine (it is on every message's path).
     """
-    key = str(engine.url)
-    if key not in _identities:
+    identity = _identities.get(engine)
+    if identity is None:
         if engine.dialect.name in ("mysql", "mariadb"):
             with engine.connect() as conn:
-                _identities[key] = conn.exec_driver_sql(
+                identity = conn.exec_driver_sql(
                     "SELECT CONCAT(@@hostname, ':', @@port, '/', DATABASE())").scalar_one()
         else:
-            _identities[key] = f"sqlite:{engine.url.database}"
-    return _identities[key]
+            identity = f"sqlite:{engine.url.database}"
+        _identities[engine] = identity
+    return identity
 
 
 def dispose_engines(url: str | None = None) -> None:

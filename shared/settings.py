@@ -138,7 +138,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         # Reverse proxies in front of the API whose X-Forwarded-For is trusted (nginx: 1).
         proxy_hops=_int(env, "DOCNUM_PROXY_HOPS", 0),
         # Messages in flight per shard per API process before requests are held back to
-        # coalesce (api/frontdoor/coalescer.py); docs/benchmarks.md has the measurements behind it.
+        # coalesce (api/frontdoor/coalescer.py); 0 publishes every request at once.
+        # docs/benchmarks.md has the measurements behind the default.
         coalesce_inflight=_int(env, "DOCNUM_COALESCE_INFLIGHT", 1),
         # After an answer, how long a shard's next batch may wait to fill (busy shards only).
         coalesce_linger_ms=_int(env, "DOCNUM_COALESCE_LINGER_MS", 20),

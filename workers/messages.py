@@ -82,9 +82,9 @@ def store_answers(celery: Celery, answers: list[tuple[AllocationRequest, Outcome
     """Store each answer under its request id in the result backend, as Celery would.
 
     On Redis, one pipeline stores and publishes the whole batch (Celery's own ``store_result``
-    costs a round trip per request); keys and values are exactly Celery's. Each answer is
-    published on its message's ``reply`` channel (the sending API process's,
-    api/frontdoor/waiter.py), or, without one, on Celery's per-key channel.
+    costs a round trip per request); keys and values are exactly Celery's. The answers for one
+    ``reply`` channel (the sending API process's, api/frontdoor/waiter.py) travel as ONE
+    message, a JSON list; an answer without a reply channel goes to Celery's per-key channel.
     """
     if not answers:
         return
@@ -96,6 +96,7 @@ def store_answers(celery: Celery, answers: list[tuple[AllocationRequest, Outcome
             backend.store_result(request.request_id, outcome.to_result(), "SUCCESS")
         return
     done = celery.now().isoformat()
+    by_channel: dict[str, list[str]] = {}
     with backend.client.pipeline(transaction=False) as pipe:
         for request, outcome, reply in answers:
             key = backend.get_key_for_task(request.request_id)
@@ -106,5 +107,12 @@ def store_answers(celery: Celery, answers: list[tuple[AllocationRequest, Outcome
                 pipe.setex(key, backend.expires, value)
             else:
                 pipe.set(key, value)
-            pipe.publish(reply or key, value)
+            if reply:
+                by_channel.setdefault(reply, []).append(value)
+            else:
+                pipe.publish(key, value)
+        # One message per API process and batch: a JSON list of the answers (the listener
+        # reads one message instead of one per request).
+        for reply, values in by_channel.items():
+            pipe.publish(reply, "[" + ",".join(values) + "]")
         pipe.execute()

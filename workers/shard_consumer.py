@@ -48,8 +48,9 @@ from docnum.workers.shard_queues import ShardQueues, Taken, dead_letter_key
 
 log = logging.getLogger("docnum.shard_consumer")
 
-# Messages taken per shard per batch (each carries up to 200 requests from one API process).
-TAKE_LIMIT = 64
+# Messages taken per shard per batch (a message carries one request, or a few that one API
+# process coalesced).
+TAKE_LIMIT = 200
 DOORBELL_WAIT_S = 1.0
 ERROR_BACKOFF_S = (0.1, 0.5, 1.0, 2.0)
 # Transient failures are the outage's, not the request's: a worker that no longer owns the

@@ -98,14 +98,19 @@ class FrontDoor:
         # With Redis, publish fast-failing so that an outage diverts to the DB-only path at
         # once; the embedded SQL broker has nothing to lose and keeps Celery's defaults.
         self.publisher = make_publisher(settings, celery) if health is not None else None
-        # Requests for one shard that arrive together leave as one message (api/frontdoor/coalescer.py).
-        self.coalescer = Coalescer(
-            lambda queue, messages: self.publisher.send(
-                ALLOCATE_TASK, [messages], queue, kwargs=self._task_kwargs()),
-            inflight_limit=settings.coalesce_inflight,
-            linger_s=settings.coalesce_linger_ms / 1000)
-        if isinstance(waiter, PubSubWaiter):
-            waiter.on_answer = self.coalescer.answered
+        # With DOCNUM_COALESCE_INFLIGHT > 0, requests for one shard that arrive while its last
+        # message is unanswered leave together as one message (api/frontdoor/coalescer.py);
+        # with 0 each request is published at once and the shard worker batches what it finds
+        # waiting (workers/shard_consumer.py).
+        self.coalescer = None
+        if settings.coalesce_inflight > 0:
+            self.coalescer = Coalescer(
+                lambda queue, messages: self.publisher.send(
+                    ALLOCATE_TASK, [messages], queue, kwargs=self._task_kwargs()),
+                inflight_limit=settings.coalesce_inflight,
+                linger_s=settings.coalesce_linger_ms / 1000)
+            if isinstance(waiter, PubSubWaiter):
+                waiter.on_answer = self.coalescer.answered
         self.references = ReferenceCache(self._load_snapshot)
         # A retry publishes an unanswered request again after this long (``_requeue_if_lost``).
         self.requeue_after_s = 2.0 * settings.visibility_timeout
@@ -188,7 +193,10 @@ class FrontDoor:
 
     def _publish(self, request: AllocationRequest) -> None:
         queue = queue_for(request.counter_key, self.settings.queue_shards)
-        if self.publisher is not None:
+        if self.publisher is not None and self.coalescer is None:
+            self.publisher.send(ALLOCATE_TASK, [[request.to_message()]], queue,
+                                kwargs=self._task_kwargs())
+        elif self.publisher is not None:
             self.waiter.start()  # the coalescer learns of answers from the listener
             self.coalescer.publish(queue, request.request_id, request.to_message())
         else:

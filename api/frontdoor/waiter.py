@@ -88,22 +88,27 @@ class PubSubWaiter:
                 for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
-                    meta = json.loads(message["data"])
-                    request_id = meta.get("task_id") or ""
-                    if self.on_answer is not None:
-                        self.on_answer(request_id)
-                    with self._lock:
-                        slots = self._slots.pop(request_id, None)
-                    if not slots:
-                        continue
-                    value = _result_from_meta(meta)
-                    for slot in slots:
-                        slot.value = value
-                        slot.event.set()
+                    data = json.loads(message["data"])
+                    # A batch's answers for this process arrive as one list.
+                    for meta in data if isinstance(data, list) else (data,):
+                        self._deliver(meta)
             except Exception as exc:  # reconnect; waiters fall back to fetches
                 self._ready.set()
                 log.warning("result listener lost Redis (%s); reconnecting", exc)
                 time.sleep(0.5)
+
+    def _deliver(self, meta: dict) -> None:
+        request_id = meta.get("task_id") or ""
+        if self.on_answer is not None:
+            self.on_answer(request_id)
+        with self._lock:
+            slots = self._slots.pop(request_id, None)
+        if not slots:
+            return
+        value = _result_from_meta(meta)
+        for slot in slots:
+            slot.value = value
+            slot.event.set()
 
     def expect(self, request_id: str) -> _Slot:
         """Listen for ``request_id``'s answer from now on (before its message is published, so
