@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from docnum.shared import metrics
 from docnum.shared.errors import DocnumError
 
 # MariaDB error numbers that mean "try the transaction again" (deadlock, lock wait timeout).
@@ -66,7 +67,9 @@ def engine_key(url: str, pre_ping: bool = True) -> str:
 
 
 def get_engine(url: str, *, pre_ping: bool = True) -> Engine:
-    """One engine (and pool) per URL per process.
+    """One engine (and pool) per URL per process, its pool counted in
+    ``docnum_db_connection_pool_usage`` (every engine of every process: the API's, the
+    DB-only path's, the shard workers' and the maintenance worker's).
 
     The shard workers' allocation path asks for ``pre_ping=False``: the ping is a round trip
     per transaction, and a connection found dead instead fails its transaction as "database
@@ -78,6 +81,7 @@ def get_engine(url: str, *, pre_ping: bool = True) -> Engine:
         engine = _engines.get(key)
         if engine is None:
             engine = _engines[key] = make_engine(url, pre_ping=pre_ping)
+            metrics.track_pool(engine)
         return engine
 
 
