@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from docnum.api.http import (
@@ -18,6 +19,8 @@ from docnum.api.http import (
     request_actor,
     services,
 )
+from docnum.api.problems import problem_response
+from docnum.api.refusals import audits_refusals
 from docnum.api.security import requires
 from docnum.shared import admin, lifecycle, reports
 from docnum.shared.auth import SUPER_ADMIN
@@ -49,8 +52,9 @@ def _flag(name: str) -> bool:
 # --------------------------------------------------------------------------- writes
 
 @bp.post("/admin/void-and-replace")
+@audits_refusals("VOID")
 @requires("system.manage_settings")
-def void_and_replace():
+def void_and_replace() -> ResponseReturnValue:
     body = json_body()
     svc = services()
     result = lifecycle.void_and_replace(svc.engine, body, request_actor(), svc.clock,
@@ -59,8 +63,9 @@ def void_and_replace():
 
 
 @bp.post("/admin/manual-override")
+@audits_refusals("MANUAL_OVERRIDE")
 @requires("system.manage_settings")
-def manual_override():
+def manual_override() -> ResponseReturnValue:
     body = json_body()
     svc = services()
     number = admin.manual_override(svc.engine, body, request_actor(), svc.clock,
@@ -69,8 +74,9 @@ def manual_override():
 
 
 @bp.post("/admin/bulk-import")
+@audits_refusals("IMPORT")
 @requires("system.manage_settings")
-def bulk_import():
+def bulk_import() -> ResponseReturnValue:
     request.max_content_length = MAX_IMPORT_BYTES
     if request.mimetype != "multipart/form-data":
         raise DocnumError("UNSUPPORTED_MEDIA_TYPE",
@@ -90,8 +96,9 @@ def bulk_import():
 
 
 @bp.post("/configs/<config_id>/reset-counter")
+@audits_refusals("RESET_REQUEST")
 @requires(role=SUPER_ADMIN)
-def reset_counter(config_id: str):
+def reset_counter(config_id: str) -> ResponseReturnValue:
     body = json_body()
     svc = services()
     result = admin.request_reset(svc.engine, _id(config_id, "config"), body, request_actor(),
@@ -100,13 +107,16 @@ def reset_counter(config_id: str):
 
 
 @bp.post("/reset-requests/<reset_id>/approve")
+@audits_refusals("RESET_APPROVE")
 @requires(role=SUPER_ADMIN)
-def approve_reset(reset_id: str):
+def approve_reset(reset_id: str) -> ResponseReturnValue:
     svc = services()
     result, error = admin.approve_reset(svc.engine, _id(reset_id, "reset request"),
                                         request_actor(), svc.clock)
     if error is not None:
-        raise error  # committed as FAILED (and audited) before answering
+        # The approval stands and the execution failed: committed as FAILED and audited as
+        # RESET_EXECUTE before answering, so answered here rather than raised as a refusal.
+        return problem_response(error, request)
     return json_response(result)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
 
 from docnum.api.http import (
     int_cursor,
@@ -12,6 +13,7 @@ from docnum.api.http import (
     request_actor,
     services,
 )
+from docnum.api.refusals import audits_refusals
 from docnum.api.security import requires
 from docnum.shared import catalog, configs
 from docnum.shared.audit import write_audit
@@ -38,8 +40,9 @@ def get_catalog_entry(kind: str, code: str):
 
 
 @bp.put("/catalog/<kind>/<code>")
+@audits_refusals("CATALOG_CHANGE")
 @requires("system.manage_settings")
-def put_catalog_entry(kind: str, code: str):
+def put_catalog_entry(kind: str, code: str) -> ResponseReturnValue:
     body = json_body()
     svc = services()
     now = svc.clock.now()
@@ -53,8 +56,9 @@ def put_catalog_entry(kind: str, code: str):
 
 
 @bp.post("/configs")
+@audits_refusals("CONFIG_CREATE")
 @requires("system.manage_settings")
-def create_config():
+def create_config() -> ResponseReturnValue:
     body = json_body()
     svc = services()
     now = svc.clock.now()
@@ -90,8 +94,9 @@ def get_config(config_id: str):
 
 
 @bp.put("/configs/<config_id>")
+@audits_refusals("CONFIG_UPDATE")
 @requires("system.manage_settings")
-def update_config(config_id: str):
+def update_config(config_id: str) -> ResponseReturnValue:
     body = json_body()
     svc = services()
     now = svc.clock.now()
