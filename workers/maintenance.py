@@ -26,7 +26,9 @@ from docnum.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# job name -> (task name, schedule, lease seconds)
+# job name -> (task name, schedule, lease seconds). Crontab times are in the deployment's time
+# zone (DOCNUM_TIMEZONE, default Asia/Bangkok: Celery's ``timezone``), chosen outside office
+# hours and clear of the 02:00 full backup (docs/operations.md#4-scheduled-maintenance-beat).
 SCHEDULE: dict[str, tuple[str, object, int]] = {
     "expire_reservations": ("docnum.maintenance.expire_reservations", 15.0, 60),
     "archive_audit": ("docnum.maintenance.archive_audit", crontab(minute=30, hour=3), 3600),
