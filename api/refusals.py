@@ -50,7 +50,6 @@ def audits_refusals(operation: str) -> Callable:
             with refusal_audited(operation):
                 return view(*args, **kwargs)
 
-        wrapper.audited_operation = operation
         return wrapper
 
     return decorate
