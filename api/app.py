@@ -16,7 +16,7 @@ from docnum.api.frontdoor import FrontDoor, RedisHealth
 from docnum.api.frontdoor.request_store import RedisRequestStore, SqlRequestStore
 from docnum.api.frontdoor.waiter import PollingWaiter, PubSubWaiter
 from docnum.api.problems import problem_response
-from docnum.shared import metrics, redis_urls
+from docnum.shared import redis_urls
 from docnum.shared.clock import Clock, SystemClock
 from docnum.shared.db import get_engine, is_unreachable, service_busy
 from docnum.shared.errors import DocnumError
@@ -74,8 +74,6 @@ def build_services(settings: Settings, celery: Celery | None = None,
         waiter = PollingWaiter(store.result)
         health = None
     frontdoor = FrontDoor(settings, celery, engine, store, waiter, health)
-    for pool_engine in {engine, read_engine}:
-        metrics.track_pool(pool_engine)  # docnum_db_connection_pool_usage
     return Services(settings, engine, read_engine, celery, frontdoor, clock or SystemClock(),
                     client)
 

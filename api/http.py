@@ -6,7 +6,7 @@ import json
 import re
 import uuid
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 
 from docnum.api.security import current_principal
 from docnum.shared.audit import Actor
@@ -65,9 +65,15 @@ def _has_unpaired_surrogate(data: object) -> bool:
 
 
 def request_actor() -> Actor:
-    request_id = request.headers.get("X-Request-ID", "")
-    if not (0 < len(request_id) <= 64 and request_id.isascii() and request_id.isprintable()):
-        request_id = str(uuid.uuid4())
+    """Who asks, from where, and the request's id: ``X-Request-ID`` when it is usable, else one
+    generated UUID shared by every audit row this request writes."""
+    request_id = g.get("audit_request_id")
+    if request_id is None:
+        request_id = request.headers.get("X-Request-ID", "")
+        if not (0 < len(request_id) <= 64 and request_id.isascii()
+                and request_id.isprintable()):
+            request_id = str(uuid.uuid4())
+        g.audit_request_id = request_id
     return Actor(sub=current_principal().sub, client_ip=request.remote_addr,
                  user_agent=request.headers.get("User-Agent"), request_id=request_id)
 

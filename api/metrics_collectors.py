@@ -122,6 +122,40 @@ class QueueDepthCollector:
         return [family]
 
 
+REDIS_MEMORY = "docnum_redis_memory_usage"
+REDIS_MEMORY_HELP = ("Redis used_memory as a percentage of maxmemory, read from the broker at "
+                     "scrape time")
+
+
+class RedisMemoryCollector:
+    """``docnum_redis_memory_usage``: the broker's ``used_memory`` / ``maxmemory`` × 100.
+
+    With ``maxmemory-policy noeviction`` (deploy/redis/redis.conf) Redis refuses every write at
+    100 % and issuing falls back to the DB-only path, so the percentage is the warning before
+    that. No sample when Redis cannot be read or sets no ``maxmemory`` (no limit to reach).
+    """
+
+    def __init__(self, source: Callable[[], object] | object) -> None:
+        self._source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(REDIS_MEMORY, REDIS_MEMORY_HELP)]
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(REDIS_MEMORY, REDIS_MEMORY_HELP)
+        try:
+            source = self._source() if callable(self._source) else self._source
+            client = getattr(source, "client", None)
+            info = client.info("memory") if client is not None else {}
+        except Exception as exc:  # a broken broker must not break the scrape
+            log.info("redis memory not available: %s", exc)
+            return [family]
+        used, limit = info.get("used_memory"), info.get("maxmemory")
+        if used is not None and limit:
+            family.add_metric([], 100.0 * float(used) / float(limit))
+        return [family]
+
+
 _sources: dict[str, object] = {}
 _sources_lock = threading.Lock()
 

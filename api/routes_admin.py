@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, Response, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from docnum.api.http import (
@@ -19,6 +20,8 @@ from docnum.api.http import (
     request_actor,
     services,
 )
+from docnum.api.problems import problem_response
+from docnum.api.refusals import audits_refusals
 from docnum.api.security import requires
 from docnum.shared import bulk_import as importer
 from docnum.shared import lifecycle, override, reports, resets
@@ -51,8 +54,9 @@ def _flag(name: str) -> bool:
 # --------------------------------------------------------------------------- writes
 
 @bp.post("/admin/void-and-replace")
+@audits_refusals("VOID")
 @requires("system.manage_settings")
-def void_and_replace() -> Response:
+def void_and_replace() -> ResponseReturnValue:
     body = json_body()
     svc = services()
     result = lifecycle.void_and_replace(svc.engine, body, request_actor(), svc.clock,
@@ -61,8 +65,9 @@ def void_and_replace() -> Response:
 
 
 @bp.post("/admin/manual-override")
+@audits_refusals("MANUAL_OVERRIDE")
 @requires("system.manage_settings")
-def manual_override() -> Response:
+def manual_override() -> ResponseReturnValue:
     body = json_body()
     svc = services()
     number = override.manual_override(svc.engine, body, request_actor(), svc.clock,
@@ -71,8 +76,9 @@ def manual_override() -> Response:
 
 
 @bp.post("/admin/bulk-import")
+@audits_refusals("IMPORT")
 @requires("system.manage_settings")
-def bulk_import() -> Response:
+def bulk_import() -> ResponseReturnValue:
     request.max_content_length = MAX_IMPORT_BYTES
     if request.mimetype != "multipart/form-data":
         raise DocnumError("UNSUPPORTED_MEDIA_TYPE",
@@ -92,8 +98,9 @@ def bulk_import() -> Response:
 
 
 @bp.post("/configs/<config_id>/reset-counter")
+@audits_refusals("RESET_REQUEST")
 @requires(role=SUPER_ADMIN)
-def reset_counter(config_id: str) -> Response:
+def reset_counter(config_id: str) -> ResponseReturnValue:
     body = json_body()
     svc = services()
     result = resets.request_reset(svc.engine, _id(config_id, "config"), body, request_actor(),
@@ -102,13 +109,16 @@ def reset_counter(config_id: str) -> Response:
 
 
 @bp.post("/reset-requests/<reset_id>/approve")
+@audits_refusals("RESET_APPROVE")
 @requires(role=SUPER_ADMIN)
-def approve_reset(reset_id: str) -> Response:
+def approve_reset(reset_id: str) -> ResponseReturnValue:
     svc = services()
     result, error = resets.approve_reset(svc.engine, _id(reset_id, "reset request"),
                                          request_actor(), svc.clock)
     if error is not None:
-        raise error  # committed as FAILED (and audited) before answering
+        # The approval stands and the execution failed: committed as FAILED and audited as
+        # RESET_EXECUTE before answering, so answered here rather than raised as a refusal.
+        return problem_response(error, request)
     return json_response(result)
 
 

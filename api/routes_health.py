@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response
+from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -11,6 +12,7 @@ from docnum.api.http import json_response, services
 from docnum.api.metrics_collectors import (
     BrokerDown,
     QueueDepthCollector,
+    RedisMemoryCollector,
     docnum_queues,
     queue_depth_source,
     scrape_registry,
@@ -24,7 +26,7 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz():
+def healthz() -> ResponseReturnValue:
     return json_response({"status": "ok"})
 
 
@@ -37,37 +39,51 @@ def _check_database() -> bool:
         return False
 
 
-def _check_redis() -> bool | None:
-    """Ping Redis and tell the front door what was seen; None when there is no Redis."""
+# Written (with a short expiry) by every readiness check: PING alone is not enough, a Redis at
+# maxmemory (noeviction) still answers it while it refuses every write the front door needs.
+PROBE_KEY = "docnum:ready-probe"
+
+
+def _check_redis() -> str | None:
+    """``ok``, ``degraded`` (Redis answers but refuses writes: out of memory, a read-only
+    replica, a failed snapshot with stop-writes-on-bgsave-error) or ``down``; None when there
+    is no Redis.
+
+    Tells the front door what was seen: a failure starts (or extends) a DB-only spell and is
+    counted in ``docnum_redis_errors_total``; a success ends the spell at once.
+    """
     svc = services()
     if svc.redis is None:
         return None
+    failure: BaseException | None = None
     try:
-        ok = bool(svc.redis.ping())
-    except Exception:
-        ok = False
+        svc.redis.set(PROBE_KEY, "1", ex=60)
+    except Exception as exc:  # any failure means "not usable"
+        failure = exc
     health = svc.frontdoor.health
     if health is not None:
-        # Also sets docnum_redis_connection_status; a success ends a DB-only spell at once.
-        if ok:
+        # Also sets docnum_redis_connection_status.
+        if failure is None:
             health.mark_up()
         else:
-            health.mark_down()
-    return ok
+            health.mark_down(failure)
+    if failure is None:
+        return "ok"
+    return "down" if metrics.redis_failure_reason(failure) == "unreachable" else "degraded"
 
 
 @bp.get("/readyz")
-def readyz():
+def readyz() -> ResponseReturnValue:
     database = _check_database()
     # What a load balancer's probe saw helps the front door answer 503 during an outage.
     services().frontdoor.db_probe.observe(database)
-    redis_ok = _check_redis()
-    if redis_ok is None:  # embedded default: the broker and results live in SQLite files
+    redis_state = _check_redis()
+    if redis_state is None:  # embedded default: the broker and results live in SQLite files
         broker = result_backend = "ok" if database else "down"
         mode = "queue"
     else:
-        broker = result_backend = "ok" if redis_ok else "down"
-        mode = "queue" if redis_ok else "db-fallback"
+        broker = result_backend = redis_state
+        mode = "queue" if redis_state == "ok" else "db-fallback"
     body = {"database": "ok" if database else "down", "broker": broker,
             "result_backend": result_backend, "mode": mode}
     return json_response(body, 200 if database else 503)
@@ -85,24 +101,27 @@ def _refresh_utilization() -> None:
 
 
 @bp.get("/metrics")
-def metrics_endpoint():
+def metrics_endpoint() -> ResponseReturnValue:
     svc = services()
-    redis_ok = _check_redis()
-    if redis_ok is None:
+    redis_state = _check_redis()
+    if redis_state is None:
         # Embedded default: no Redis to lose; the queue lives in the SQLite broker.
         metrics.redis_connection_status.set(1)
     metrics.refresh_pool_usage()
     _refresh_utilization()
     options = dict(svc.celery.conf.broker_transport_options or {})
-    # With Redis just seen down, export the family without samples instead of waiting again.
-    source = BrokerDown() if redis_ok is False else \
+    # With Redis just seen down, export the families without samples instead of waiting again
+    # (a Redis that refuses writes still answers reads: its depths and memory are exported).
+    source = BrokerDown() if redis_state == "down" else \
         (lambda: queue_depth_source(svc.settings, options))
     collectors = [metrics.sequence_utilization,
                   QueueDepthCollector(source, docnum_queues(svc.settings))]
+    if redis_state is not None:
+        collectors.append(RedisMemoryCollector(source))
     return Response(generate_latest(scrape_registry(collectors)),
                     content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/api/v1/document-numbering/openapi.json")
-def openapi():
+def openapi() -> ResponseReturnValue:
     return json_response(openapi_document())

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import re
+import time
 
-from flask import Blueprint, request, url_for
+from flask import Blueprint, g, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from docnum.api.frontdoor import Answer
 from docnum.api.http import json_body, json_response, request_actor, services
 from docnum.api.security import current_principal, requires
-from docnum.shared import issuing
-from docnum.shared.db import transaction
+from docnum.shared import issuing, metrics
+from docnum.shared.db import is_unreachable, transaction
 from docnum.shared.errors import DocnumError, validation_failed
 from docnum.shared.lookup import number_details
 from docnum.shared.preview import preview_numbers
@@ -40,6 +44,7 @@ def _timeout() -> float:
 
 def _accept(route: str, mode: str | None = None, *, expect_answer: bool = False) -> Answer:
     """Validate the request's shape, then hand it to the front door (queue, join, DB-only)."""
+    g.issuing_started = time.perf_counter()
     principal = current_principal()
     key = issuing.check_idempotency_key(request.headers.get("Idempotency-Key"))
     body = json_body()
@@ -48,10 +53,31 @@ def _accept(route: str, mode: str | None = None, *, expect_answer: bool = False)
         if mode not in issuing.MODES:
             raise validation_failed("mode", "must be generate or reserve")
     ctx = issuing.parse_context(body)
+    g.issuing_ctx = ctx
     actor = request_actor()
-    return services().frontdoor.accept(
-        client=principal.sub, idempotency_key=key, route=route, mode=mode, body=body, ctx=ctx,
-        client_ip=actor.client_ip, user_agent=actor.user_agent, expect_answer=expect_answer)
+    try:
+        return services().frontdoor.accept(
+            client=principal.sub, idempotency_key=key, route=route, mode=mode, body=body,
+            ctx=ctx, client_ip=actor.client_ip, user_agent=actor.user_agent,
+            expect_answer=expect_answer)
+    except DocnumError as exc:
+        if exc.status >= 500:
+            _observe_unserved(exc.code)
+        raise
+    except (DBAPIError, PoolTimeoutError) as exc:
+        unreachable = isinstance(exc, PoolTimeoutError) or is_unreachable(exc)
+        _observe_unserved("SERVICE_BUSY" if unreachable else "INTERNAL_ERROR")
+        raise
+
+
+def _observe_unserved(code: str) -> None:
+    """``docnum_generation_duration_ms`` for a request the API itself answers with a 5xx
+    (refused before it was queued, or its wait ended while the database was down): no worker
+    observes these, and the availability objective counts them (docs/operations.md#slo)."""
+    ctx = g.issuing_ctx
+    elapsed_ms = (time.perf_counter() - g.issuing_started) * 1000
+    metrics.generation_duration.labels(ctx.project, ctx.correspondence_type or "",
+                                       code.lower()).observe(elapsed_ms)
 
 
 _STATUS_PREFIX: dict[str, str] = {}  # per mount point (SCRIPT_NAME)
@@ -111,7 +137,7 @@ def get_request(request_id: str):
     return json_response(_request_object(answer), 200, headers)
 
 
-def _issue_and_wait(route: str, mode: str):
+def _issue_and_wait(route: str, mode: str) -> ResponseReturnValue:
     timeout = _timeout()
     answer = _accept(route, mode, expect_answer=timeout > 0)
     if answer.status == "queued":
@@ -119,7 +145,11 @@ def _issue_and_wait(route: str, mode: str):
     if answer.status == "queued":
         # No answer in time. Waiting for a dead database is 503 SERVICE_BUSY (the request
         # stays queued; a retry with the same Idempotency-Key joins it), otherwise 202.
-        services().frontdoor.check_database()
+        try:
+            services().frontdoor.check_database()
+        except DocnumError as exc:
+            _observe_unserved(exc.code)
+            raise
         return _queued(answer)  # still running: nothing lost, the number stays pollable
     if answer.error is not None:
         raise answer.error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
+from flask.typing import ResponseReturnValue
 
 from docnum.api.http import (
     int_cursor,
@@ -13,6 +14,7 @@ from docnum.api.http import (
     request_actor,
     services,
 )
+from docnum.api.refusals import audits_refusals
 from docnum.api.security import requires
 from docnum.shared import catalog, configs
 from docnum.shared.db import transaction
@@ -38,8 +40,9 @@ def get_catalog_entry(kind: str, code: str) -> Response:
 
 
 @bp.put("/catalog/<kind>/<code>")
+@audits_refusals("CATALOG_CHANGE")
 @requires("system.manage_settings")
-def put_catalog_entry(kind: str, code: str) -> Response:
+def put_catalog_entry(kind: str, code: str) -> ResponseReturnValue:
     body = json_body()
     svc = services()
     before, after = catalog.put_entry(svc.engine, kind, code, body.get("name"),
@@ -49,8 +52,9 @@ def put_catalog_entry(kind: str, code: str) -> Response:
 
 
 @bp.post("/configs")
+@audits_refusals("CONFIG_CREATE")
 @requires("system.manage_settings")
-def create_config() -> Response:
+def create_config() -> ResponseReturnValue:
     body = json_body()
     svc = services()
     config = configs.create_config(svc.engine, body, request_actor(), svc.clock,
@@ -82,8 +86,9 @@ def get_config(config_id: str) -> Response:
 
 
 @bp.put("/configs/<config_id>")
+@audits_refusals("CONFIG_UPDATE")
 @requires("system.manage_settings")
-def update_config(config_id: str) -> Response:
+def update_config(config_id: str) -> ResponseReturnValue:
     body = json_body()
     svc = services()
     _, after = configs.update_config(svc.engine, _config_id(config_id), body, request_actor(),

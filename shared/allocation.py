@@ -124,22 +124,24 @@ def allocate_many(engine: Engine, groups: dict[str, list[AllocationRequest]], *,
     groups = {key: reqs for key, reqs in groups.items() if reqs}
     if not groups:
         return {}
-    first = next(iter(groups.values()))[0]
-    project = first.context.project
-    ctype = first.context.correspondence_type or ""
+    labels = metrics.counter_labels(groups)
     started = time.perf_counter()
     attempt = 0
     optimistic = True
     two_round_trips = takes_multi_statements(engine)
     while True:
-        metrics.lock_acquisition_total.labels(project, ctype).inc(len(groups))
+        metrics.count_lock_attempts(labels)
         options = dict(clock=clock, reservation_ttl=reservation_ttl,
                        fallback_used=fallback_used, retry_count=attempt, started=started)
         try:
             if optimistic and two_round_trips:
-                return _allocate_in_two_round_trips(engine, groups, **options)
-            with transaction(engine) as session:
-                return allocate_in_session(session, groups, optimistic=optimistic, **options)
+                served = _allocate_in_two_round_trips(engine, groups, **options)
+            else:
+                with transaction(engine) as session:
+                    served = allocate_in_session(session, groups, optimistic=optimistic,
+                                                 **options)
+            metrics.observe_batch_retries(labels, attempt)
+            return served
         except IntegrityError as exc:
             if optimistic:
                 # A request served before (a redelivery) or a number another template already
@@ -152,15 +154,16 @@ def allocate_many(engine: Engine, groups: dict[str, list[AllocationRequest]], *,
             error: Exception = exc
         except DBAPIError as exc:
             if is_unreachable(exc):
-                metrics.lock_acquisition_failures.labels(project, ctype, "db_unavailable").inc()
+                metrics.count_lock_failures(labels, "db_unavailable")
                 raise service_busy() from exc
             if not is_retryable(exc):
                 raise
             reason = "deadlock" if "1213" in str(exc.orig) else "timeout"
             error = exc
-        metrics.lock_acquisition_failures.labels(project, ctype, reason).inc()
+        metrics.count_lock_failures(labels, reason)
         attempt += 1
         if attempt >= MAX_ATTEMPTS:
+            metrics.observe_batch_retries(labels, attempt - 1)
             log.error("allocation on %s failed after %d attempts: %s", sorted(groups), attempt,
                       error)
             raise DocnumError("SERVICE_BUSY", "the counter is too contended; try again shortly",

@@ -1,14 +1,21 @@
-"""Writing audit rows for operations outside the allocator (config, catalog, lifecycle, admin)."""
+"""Writing audit rows for operations outside the allocator (config, catalog, lifecycle, admin),
+and for refused privileged attempts (``write_refusal``)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from docnum.shared.clock import to_db
+from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow
+
+log = logging.getLogger(__name__)
 
 OPERATIONS = ("GENERATE", "RESERVE", "CONFIRM", "CANCEL", "EXPIRE", "VOID", "REPLACE",
               "MANUAL_OVERRIDE", "IMPORT", "CONFIG_CREATE", "CONFIG_UPDATE", "CATALOG_CHANGE",
@@ -42,3 +49,26 @@ def write_audit(session: Session, operation: str, actor: Actor, now: datetime, *
         lock_wait_ms=lock_wait_ms, duration_ms=duration_ms, retry_count=0,
         fallback_used=fallback_used, success=success, error_code=error_code,
         created_at=to_db(now)))
+
+
+def write_refusal(engine: Engine, operation: str, actor: Actor, now: datetime, error_code: str,
+                  *, counter_key: str | None = None, document_number: str | None = None,
+                  attempt: dict | None = None) -> bool:
+    """Record a refused privileged attempt: the operation it attempted, ``success = false``
+    and the problem code, in a transaction of its own (the attempt's own transaction rolled
+    back). ``after`` holds ``{"attempt": …}``: what was asked and why it was refused
+    (docs/lifecycle.md#refused-attempts).
+
+    Best effort: a database that cannot take the row (it may be the reason for the refusal)
+    leaves a log line, never a second error. Returns whether the row was written.
+    """
+    try:
+        with transaction(engine) as session:
+            write_audit(session, operation, actor, now, counter_key=counter_key,
+                        document_number=document_number, after={"attempt": attempt or {}},
+                        success=False, error_code=error_code)
+        return True
+    except SQLAlchemyError as exc:
+        log.warning("refused %s by %s (%s) not audited: %s", operation, actor.sub, error_code,
+                    type(exc).__name__)
+        return False

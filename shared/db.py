@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
+from docnum.shared import metrics
 from docnum.shared.errors import DocnumError
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ def allocation_engine(url: str) -> Engine:
 
 
 def get_engine(url: str, *, pre_ping: bool = True, multi_statements: bool = False) -> Engine:
-    """One engine (and pool) per URL per process.
+    """One engine (and pool) per URL per process, its pool counted in
+    ``docnum_db_connection_pool_usage`` (every engine of every process: the API's, the
+    DB-only path's, the shard workers' and the maintenance worker's).
 
     The shard workers' allocation path asks for ``pre_ping=False``: the ping is a round trip
     per transaction, and a connection found dead instead fails its transaction as "database
@@ -121,6 +124,7 @@ def get_engine(url: str, *, pre_ping: bool = True, multi_statements: bool = Fals
         if engine is None:
             engine = _engines[key] = make_engine(url, pre_ping=pre_ping,
                                                  multi_statements=multi_statements)
+            metrics.track_pool(engine)
         return engine
 
 

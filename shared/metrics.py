@@ -6,17 +6,19 @@ worker and every Celery worker process writes its samples into that directory an
 ``/metrics`` sums them (``api/routes_health.py``). Counters and histograms are summed over
 processes; each gauge says below how its per-process values combine.
 
-Two metrics are not stored per process but computed when ``/metrics`` is scraped, because their
-truth lives outside the process: ``docnum_queue_depth`` (the broker, ``api/metrics_collectors.py``)
-and ``docnum_sequence_utilization`` (the counters table, :class:`UtilizationSnapshot`).
+Three metrics are not stored per process but computed when ``/metrics`` is scraped, because
+their truth lives outside the process: ``docnum_queue_depth`` and ``docnum_redis_memory_usage``
+(the broker, ``api/metrics_collectors.py``) and ``docnum_sequence_utilization`` (the counters
+table, :class:`UtilizationSnapshot`).
 """
 from __future__ import annotations
 
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
+import redis
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import event
@@ -41,6 +43,8 @@ generation_duration = Histogram(
     "docnum_generation_duration_ms",
     "Document number generation time, request to response, in milliseconds",
     ["project", "type", "status"], buckets=GENERATION_BUCKETS)
+# Observed once per counter key of each allocation batch (``observe_batch_retries``): one
+# retried batch of n requests is one observation, not n.
 retry_count = Histogram(
     "docnum_retry_count", "Number of transaction retries per generation",
     ["project", "type"], buckets=(0, 1, 2, 3, 5, 10))
@@ -56,6 +60,11 @@ db_connection_pool_usage = Gauge(
     "docnum_db_connection_pool_usage",
     "Database connection pool usage percentage (checked out / (pool size + max overflow))",
     multiprocess_mode="livemax")
+# Every time the API finds Redis failing (``redis_failure_reason``: oom, refused, unreachable).
+# Each sends issuing requests to the DB-only path for a moment.
+redis_errors = Counter(
+    "docnum_redis_errors_total",
+    "Redis failures seen by the API (reason: oom, refused, unreachable)", ["reason"])
 reservations_expired = Counter(
     "docnum_reservations_expired_total", "Reservations marked EXPIRED by the sweeper")
 duplicate_collisions = Counter(
@@ -73,8 +82,8 @@ shard_handovers = Counter(
 #: The metrics stored per process, in the order ``/metrics`` declares them.
 PROCESS_METRICS = (lock_acquisition_duration, lock_acquisition_failures, lock_acquisition_total,
                    generation_duration, retry_count, redis_connection_status,
-                   db_connection_pool_usage, reservations_expired, duplicate_collisions,
-                   shard_handovers)
+                   db_connection_pool_usage, redis_errors, reservations_expired,
+                   duplicate_collisions, shard_handovers)
 
 
 def declarations() -> list[Metric]:
@@ -85,6 +94,46 @@ def declarations() -> list[Metric]:
     declares the missing ones so that every metric of the guide is always listed.
     """
     return [metric.describe()[0] for metric in PROCESS_METRICS]
+
+
+# -- allocation: lock and retry samples per counter key ----------------------------------------
+def counter_labels(groups: Mapping[str, Sequence[object]]) -> list[tuple[str, str]]:
+    """(project, type) of each counter key of an allocation batch, taken from the key's own
+    requests: a batch spans several keys, and each key's samples carry its own labels."""
+    labels = []
+    for requests in groups.values():
+        ctx = requests[0].context
+        labels.append((ctx.project, ctx.correspondence_type or ""))
+    return labels
+
+
+def count_lock_attempts(labels: Iterable[tuple[str, str]]) -> None:
+    """``docnum_lock_acquisition_total``: one attempt per counter key of the batch."""
+    for project, ctype in labels:
+        lock_acquisition_total.labels(project, ctype).inc()
+
+
+def count_lock_failures(labels: Iterable[tuple[str, str]], reason: str) -> None:
+    """``docnum_lock_acquisition_failures_total``: a failed batch attempt fails each of its keys."""
+    for project, ctype in labels:
+        lock_acquisition_failures.labels(project, ctype, reason).inc()
+
+
+def observe_batch_retries(labels: Iterable[tuple[str, str]], retries: int) -> None:
+    """``docnum_retry_count``: the retries a batch needed, once per counter key."""
+    for project, ctype in labels:
+        retry_count.labels(project, ctype).observe(retries)
+
+
+def redis_failure_reason(exc: BaseException | None) -> str:
+    """How Redis failed: ``oom`` (it answers but refuses writes: maxmemory reached),
+    ``refused`` (it answers but refuses the command otherwise: a read-only replica, a failed
+    snapshot with stop-writes-on-bgsave-error) or ``unreachable``."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "oom"
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return "refused"
+    return "unreachable"
 
 
 # -- docnum_db_connection_pool_usage ------------------------------------------------------------

@@ -183,6 +183,7 @@ class AuditRow(_AuditColumns, Base):
         Index("ix_audit_number", "document_number"),
         Index("ix_audit_request", "request_id"),
         Index("ix_audit_operation", "operation"),
+        Index("ix_audit_counter_key", "counter_key"),
         TABLE_ARGS,
     )
 
@@ -198,6 +199,7 @@ class AuditArchiveRow(_AuditColumns, Base):
         Index("ix_audit_archive_created", "created_at"),
         Index("ix_audit_archive_number", "document_number"),
         Index("ix_audit_archive_request", "request_id"),
+        Index("ix_audit_archive_counter_key", "counter_key"),
         TABLE_ARGS,
     )
 

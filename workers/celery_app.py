@@ -54,7 +54,9 @@ def celery_config(settings: Settings) -> dict:
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
-        "timezone": "UTC",
+        # Crontab schedules (workers/maintenance.py) read in the deployment's time zone:
+        # the nightly jobs run at night where the users are, outside office hours.
+        "timezone": settings.timezone,
         "enable_utc": True,
         # Late ack: a message is acknowledged only after its transaction committed, so a crash
         # mid-task redelivers it; the ledger's unique request id makes the retry return the

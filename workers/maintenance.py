@@ -31,6 +31,9 @@ from docnum.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Crontab times are in the deployment's time zone (DOCNUM_TIMEZONE, default Asia/Bangkok:
+# Celery's ``timezone``), chosen outside office hours and clear of the 02:00 full backup
+# (docs/operations.md#4-scheduled-maintenance-beat).
 @dataclass(frozen=True)
 class Job:
     """A periodic maintenance job: its name, when it runs, how long its lease lasts, its body."""

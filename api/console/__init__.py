@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -31,6 +33,7 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
+from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from docnum.api.console import i18n
@@ -217,6 +220,30 @@ def _nav() -> list[tuple[str, str, str]]:
     return items
 
 
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def local_time(value: str | datetime | None, css_class: str = "") -> Markup:
+    """A time as the users read it: in the deployment's zone (``DOCNUM_TIMEZONE``, the zone of
+    their periods and office hours), with the UTC time the API and the database use on hover
+    and in the ``datetime`` attribute."""
+    if value is None or value == "":
+        return Markup("")
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return Markup("{}").format(value)
+    if moment.tzinfo is None:  # the database's columns are naive UTC
+        moment = moment.replace(tzinfo=UTC)
+    utc = moment.astimezone(UTC)
+    local = utc.astimezone(ZoneInfo(settings().timezone))
+    return Markup('<time datetime="{}" title="{} UTC" class="{}">{}</time>').format(
+        utc.isoformat().replace("+00:00", "Z"), utc.strftime(TIME_FORMAT), css_class,
+        local.strftime(TIME_FORMAT))
+
+
 @bp.context_processor
 def _context() -> dict:
     lang = g.get("lang", "en")
@@ -226,7 +253,7 @@ def _context() -> dict:
 
     return {"lang": lang, "t": translate,
             "csrf_token": csrf_token, "principal": g.get("principal"), "nav": _nav(),
-            "lang_url": _lang_url}
+            "lang_url": _lang_url, "when": local_time, "zone": settings().timezone}
 
 
 # --------------------------------------------------------------------------- errors

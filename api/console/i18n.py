@@ -13,6 +13,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     # ---- frame
     "app.title": ("Document numbering console", "คอนโซลเลขที่เอกสาร"),
     "app.console": ("console", "คอนโซล"),
+    "app.times": ("Times are {zone} time; hover over one to see it in UTC.",
+                  "เวลาที่แสดงเป็นเวลา {zone} วางเมาส์บนเวลาเพื่อดูเวลา UTC"),
     "app.footer": ("docnum · every number is in the ledger and the audit trail",
                    "docnum · ทุกเลขที่มีบันทึกในทะเบียนและประวัติการตรวจสอบ"),
     "nav.templates": ("Templates", "รูปแบบเลขที่"),
@@ -113,6 +115,11 @@ STRINGS: dict[str, tuple[str, str]] = {
     "state.MISSING": ("Never issued", "ไม่เคยออก"),
     "source.GENERATE": ("Issued", "ออกเลขโดยระบบ"),
     "source.RESERVE": ("Reserved, then confirmed", "จองแล้วยืนยัน"),
+    # A reserved number's source says how far the reservation got: only a confirmed (or later
+    # voided) one was confirmed.
+    "source.RESERVE.RESERVED": ("Reserved, not confirmed yet", "จองไว้ ยังไม่ยืนยัน"),
+    "source.RESERVE.CANCELLED": ("Reserved, then cancelled", "จองแล้วยกเลิก"),
+    "source.RESERVE.EXPIRED": ("Reserved, expired unconfirmed", "จองแล้วหมดอายุโดยไม่ยืนยัน"),
     "source.MANUAL": ("Manual override", "ลงทะเบียนด้วยตนเอง"),
     "source.IMPORT": ("Imported", "นำเข้าจากทะเบียนเดิม"),
     "source.REPLACE": ("Replacement", "ออกแทนเลขที่ยกเลิก"),
@@ -170,7 +177,7 @@ STRINGS: dict[str, tuple[str, str]] = {
                            "ขอบเขตตัวนับอ้างถึงมิติที่ไม่มีในรูปแบบ"),
     "history.title": ("Version history", "ประวัติการแก้ไข"),
     "history.changed_by": ("Changed by", "แก้ไขโดย"),
-    "history.changed_at": ("When (UTC)", "เมื่อ (UTC)"),
+    "history.changed_at": ("When", "เมื่อ"),
     "history.diff": ("Change", "การเปลี่ยนแปลง"),
 
     # ---- counters
@@ -200,7 +207,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "lookup.void_warning": ("This number was voided; do not use it.",
                             "เลขนี้ถูกยกเลิกแล้ว ห้ามใช้"),
     "lookup.issued_by": ("Issued by", "ออกโดย"),
-    "lookup.issued_at": ("Issued at (UTC)", "ออกเมื่อ (UTC)"),
+    "lookup.issued_at": ("Issued at", "ออกเมื่อ"),
     "lookup.no_counter": ("none (a legacy number outside the template)",
                           "ไม่มี (เลขเดิมที่ไม่ตรงรูปแบบ)"),
     "lookup.config": ("Config", "การตั้งค่า"),
@@ -294,6 +301,8 @@ STRINGS: dict[str, tuple[str, str]] = {
                           "ตอนนี้ {last} จาก {capacity} เลขสูงสุดที่เคยออก: {floor} "
                           "ค่าใหม่ต้องไม่น้อยกว่า {floor}"),
     "resets.no_counter": ("No such counter has been used yet.", "ยังไม่มีตัวนับนี้"),
+    "resets.check_first": ("Enter a counter key and check its floor; the request form follows.",
+                           "กรอกคีย์ตัวนับแล้วตรวจสอบเลขต่ำสุดก่อน จากนั้นจึงกรอกคำขอได้"),
     "resets.config": ("Config", "การตั้งค่า"),
     "resets.new_last": ("New last sequence", "ลำดับล่าสุดใหม่"),
     "resets.reason_placeholder": ("at least 20 characters", "อย่างน้อย 20 ตัวอักษร"),
@@ -317,11 +326,11 @@ STRINGS: dict[str, tuple[str, str]] = {
     "resets.you_approved": ("you approved", "คุณอนุมัติแล้ว"),
     "resets.none_pending": ("No request is waiting.", "ไม่มีคำขอที่รออนุมัติ"),
     "resets.none_done": ("None yet.", "ยังไม่มี"),
-    "resets.executed_at": ("Finished at (UTC)", "เสร็จเมื่อ (UTC)"),
+    "resets.executed_at": ("Finished at", "เสร็จเมื่อ"),
 
     # ---- audit
     "audit.title": ("Audit trail", "ประวัติการตรวจสอบ"),
-    "audit.at": ("When (UTC)", "เมื่อ (UTC)"),
+    "audit.at": ("When", "เมื่อ"),
     "audit.operation": ("Operation", "การดำเนินการ"),
     "audit.actor": ("Actor", "ผู้ดำเนินการ"),
     "audit.result": ("Result", "ผลลัพธ์"),
@@ -333,8 +342,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "audit.from": ("From", "ตั้งแต่"),
     "audit.to": ("Until", "ถึง"),
     "audit.export": ("Export CSV", "ส่งออก CSV"),
-    "audit.utc": ("Times are UTC. Archived rows are included.",
-                  "เวลาเป็น UTC รวมรายการที่เก็บถาวรแล้ว"),
+    "audit.utc": ("Archived rows are included. The From/Until dates are UTC days.",
+                  "รวมรายการที่เก็บถาวรแล้ว วันที่ตั้งแต่/ถึง เป็นวันตามเวลา UTC"),
+    "audit.refused": ("refused", "ถูกปฏิเสธ"),
     "audit.none": ("No audit rows match.", "ไม่พบรายการ"),
 }
 

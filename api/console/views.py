@@ -22,6 +22,7 @@ from flask.typing import ResponseReturnValue
 from docnum.api.console import bp, i18n, queries, safe_next, sign_in
 from docnum.api.console.stash import ImportStash
 from docnum.api.http import request_actor, services
+from docnum.api.refusals import audits_refusals, refusal_audited
 from docnum.api.security import requires
 from docnum.shared import configs, issuing, lifecycle, reports, templates
 from docnum.shared.audit import OPERATIONS
@@ -171,6 +172,7 @@ def _load_config(config_id: int) -> tuple[configs.ConfigView, dict, dict]:
 
 
 @bp.route("/templates/<int:config_id>", methods=["GET", "POST"])
+@audits_refusals("CONFIG_UPDATE")
 @requires(MANAGE)
 def template_edit(config_id: int) -> ResponseReturnValue:
     config, defaults, codes = _load_config(config_id)
@@ -184,8 +186,9 @@ def template_edit(config_id: int) -> ResponseReturnValue:
         if version is not None:
             body["version"] = version
         try:
-            _, after = configs.update_config(svc.engine, config_id, body, request_actor(),
-                                             svc.clock, redis=svc.redis)
+            with refusal_audited("CONFIG_UPDATE"):
+                _, after = configs.update_config(svc.engine, config_id, body, request_actor(),
+                                                 svc.clock, redis=svc.redis)
         except DocnumError as exc:
             save_error = _problem(exc)
         else:
@@ -307,6 +310,7 @@ def _void_body() -> dict:
 
 
 @bp.post("/admin/void")
+@audits_refusals("VOID")
 @requires(MANAGE)
 def void() -> ResponseReturnValue:
     body = _void_body()
@@ -326,8 +330,9 @@ def void() -> ResponseReturnValue:
         return render_template("console/admin_confirm.html", section="admin", action="void",
                                body=body, details=details)
     try:
-        result = lifecycle.void_and_replace(svc.engine, body, request_actor(), svc.clock,
-                                            svc.settings.timezone)
+        with refusal_audited("VOID"):
+            result = lifecycle.void_and_replace(svc.engine, body, request_actor(), svc.clock,
+                                                svc.settings.timezone)
     except DocnumError as exc:
         return _admin(("void", _problem(exc)), values, exc.status)
     return render_template("console/admin_result.html", section="admin", action="void",
@@ -346,6 +351,7 @@ def _override_body() -> dict:
 
 
 @bp.post("/admin/override")
+@audits_refusals("MANUAL_OVERRIDE")
 @requires(MANAGE)
 def override() -> ResponseReturnValue:
     body = _override_body()
@@ -360,8 +366,9 @@ def override() -> ResponseReturnValue:
         return render_template("console/admin_confirm.html", section="admin",
                                action="override", body=body, plan=plan)
     try:
-        number = manual_override(svc.engine, body, request_actor(), svc.clock,
-                                 svc.settings.timezone)
+        with refusal_audited("MANUAL_OVERRIDE"):
+            number = manual_override(svc.engine, body, request_actor(), svc.clock,
+                                     svc.settings.timezone)
     except DocnumError as exc:
         return _admin(("override", _problem(exc)), values, exc.status)
     return render_template("console/admin_result.html", section="admin", action="override",
@@ -374,6 +381,7 @@ def _stash() -> ImportStash:
 
 
 @bp.post("/admin/import")
+@audits_refusals("IMPORT")
 @requires(MANAGE)
 def import_upload() -> ResponseReturnValue:
     """Dry run of an uploaded file; the file is stashed for the commit button."""
@@ -401,6 +409,7 @@ def import_upload() -> ResponseReturnValue:
 
 
 @bp.post("/admin/import/commit")
+@audits_refusals("IMPORT")
 @requires(MANAGE)
 def import_commit() -> ResponseReturnValue:
     svc = services()
@@ -416,8 +425,9 @@ def import_commit() -> ResponseReturnValue:
                                   "detail": "", "errors": []}), {}, 409)
     filename = pending.get("filename") or "upload.csv"
     try:
-        report = bulk_import(svc.engine, filename, content, request_actor(), svc.clock,
-                             dry_run=False).to_dict()
+        with refusal_audited("IMPORT"):
+            report = bulk_import(svc.engine, filename, content, request_actor(), svc.clock,
+                                 dry_run=False).to_dict()
     except DocnumError as exc:
         if "errors" not in exc.extra:
             return _admin(("import", _problem(exc)), {}, exc.status)
@@ -450,26 +460,28 @@ def _resets_page(counter_key: str, values: dict, error: dict | None = None,
 
 
 @bp.post("/resets")
+@audits_refusals("RESET_REQUEST")
 @requires(role=SUPER_ADMIN)
 def reset_file() -> ResponseReturnValue:
     svc = services()
     form = request.form
     key = (form.get("counter_key") or "").strip()
     try:
-        new_last = _int_arg(form.get("new_last_sequence"), "new_last_sequence")
-        if new_last is None:
-            raise validation_failed("new_last_sequence", "must be a whole number >= 0")
-        config_id = _int_arg(form.get("config_id"), "config_id")
-        if config_id is None:
-            with transaction(svc.read_engine) as session_:
-                owners = queries.configs_of_counter(session_, key)
-            if not owners:
-                raise validation_failed("counter_key", f"no numbering config numbers on {key}")
-            config_id = owners[0].id
-        result = request_reset(svc.engine, config_id,
-                               {"counter_key": key, "new_last_sequence": new_last,
-                                "reason": form.get("reason") or ""},
-                               request_actor(), svc.clock)
+        with refusal_audited("RESET_REQUEST"):
+            new_last = _int_arg(form.get("new_last_sequence"), "new_last_sequence")
+            if new_last is None:
+                raise validation_failed("new_last_sequence", "must be a whole number >= 0")
+            config_id = _int_arg(form.get("config_id"), "config_id")
+            if config_id is None:
+                with transaction(svc.read_engine) as session_:
+                    owners = queries.configs_of_counter(session_, key)
+                if not owners:
+                    raise validation_failed("counter_key", f"no numbering config numbers on {key}")
+                config_id = owners[0].id
+            result = request_reset(svc.engine, config_id,
+                                   {"counter_key": key, "new_last_sequence": new_last,
+                                    "reason": form.get("reason") or ""},
+                                   request_actor(), svc.clock)
     except DocnumError as exc:
         return _resets_page(key, dict(form), _problem(exc), exc.status)
     flash(i18n.t("resets.filed", _lang(), id=result["reset_request_id"]), "ok")
@@ -477,11 +489,13 @@ def reset_file() -> ResponseReturnValue:
 
 
 @bp.post("/resets/<int:reset_id>/approve")
+@audits_refusals("RESET_APPROVE")
 @requires(role=SUPER_ADMIN)
 def reset_approve(reset_id: int) -> ResponseReturnValue:
     svc = services()
     try:
-        result, error = approve_reset(svc.engine, reset_id, request_actor(), svc.clock)
+        with refusal_audited("RESET_APPROVE"):
+            result, error = approve_reset(svc.engine, reset_id, request_actor(), svc.clock)
     except DocnumError as exc:
         return _resets_page("", {}, _problem(exc), exc.status)
     if error is not None:

@@ -189,7 +189,7 @@ class FrontDoor:
             raise exc
         log.warning("Redis unavailable (%s): serving %s through the DB-only path",
                     type(exc).__name__, request_id)
-        self.health.mark_down()
+        self.health.mark_down(exc)
 
     def _publish(self, request: AllocationRequest) -> None:
         queue = queue_for(request.counter_key, self.settings.queue_shards)

@@ -31,10 +31,11 @@ class RedisHealth:
     def available(self) -> bool:
         return time.monotonic() >= self._down_until
 
-    def mark_down(self) -> None:
+    def mark_down(self, cause: BaseException | None = None) -> None:
         with self._lock:
             self._down_until = time.monotonic() + self.RETRY_AFTER_S
         metrics.redis_connection_status.set(0)
+        metrics.redis_errors.labels(metrics.redis_failure_reason(cause)).inc()
 
     def mark_up(self) -> None:
         if self._down_until:

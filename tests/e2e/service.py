@@ -295,10 +295,12 @@ class RedisServer:
     """
 
     def __init__(self, workdir: Path, port: int | None = None, *,
-                 appendonly: bool = False) -> None:
+                 appendonly: bool = False, maxmemory: str | None = None) -> None:
         self.port = port or free_port()
         self.workdir = Path(workdir)
         self.appendonly = appendonly
+        # Like deploy/redis/redis.conf: a memory cap with noeviction (writes refused when full).
+        self.maxmemory = maxmemory
         self.popen: subprocess.Popen | None = None
 
     def url(self, db: int = 0) -> str:
@@ -317,7 +319,9 @@ class RedisServer:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "yes" if self.appendonly else "no",
              "--appendfsync", "everysec", "--daemonize", "no",
-             "--dir", str(self.workdir)], stdout=log, stderr=subprocess.STDOUT)
+             "--dir", str(self.workdir),
+             *(["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
+               if self.maxmemory else [])], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         wait_until(self.ping, 10, f"redis-server on port {self.port}")
         return self

@@ -288,6 +288,103 @@ def test_look_up_a_voided_number_and_follow_its_replacement(console, seed, clien
     assert console.css("#replaces-link").text == original
 
 
+def test_a_reservation_that_was_not_confirmed_does_not_say_confirmed(console, seed, client,
+                                                                     auth):
+    """The page that says whether a number is genuine names how far its reservation got."""
+    seed()
+    held = client.post(f"{BASE}/reserve?timeout=10", json=letter(), headers=auth())
+    assert held.status_code == 201, held.json
+    dropped = client.post(f"{BASE}/reserve?timeout=10", json=letter(), headers=auth())
+    assert client.post(f"{BASE}/cancel", json={"token": dropped.json["reservation"]["token"],
+                                                "reason": "draft withdrawn"},
+                       headers=auth()).status_code == 200
+    kept = client.post(f"{BASE}/reserve?timeout=10", json=letter(), headers=auth())
+    assert client.post(f"{BASE}/confirm", json={"token": kept.json["reservation"]["token"]},
+                       headers=auth()).status_code == 200
+    console.sign_in("somchai")
+    expected = {held.json["document_number"]: ("Reserved", "Reserved, not confirmed yet"),
+                dropped.json["document_number"]: ("Cancelled", "Reserved, then cancelled"),
+                kept.json["document_number"]: ("Confirmed", "Reserved, then confirmed")}
+    for number, (state, source) in expected.items():
+        console.open("/console/numbers?number=" + number)
+        console.wait_css(f'.number-card[data-number="{number}"]')
+        assert console.css("#number-state").text == state
+        shown = console.css("#number-source").text
+        assert shown.startswith(source) and "RESERVE" in shown, (number, shown)
+        if state != "Confirmed":
+            assert "confirmed" not in shown.replace("not confirmed", ""), shown
+
+
+def test_times_are_shown_in_bangkok_with_utc_on_hover(console, seed, client, auth):
+    from datetime import datetime, timedelta
+
+    seed()
+    number = generated(client, auth, letter())
+    console.sign_in("somchai")
+    console.open("/console/numbers?number=" + number["document_number"])
+    console.wait_css(".number-card")
+    shown = console.css(".number-card dl time")
+    utc = datetime.fromisoformat(shown.get_attribute("datetime").replace("Z", "+00:00"))
+    assert shown.get_attribute("datetime") == number["issued_at"]
+    bangkok = (utc + timedelta(hours=7)).strftime("%Y-%m-%d %H:%M:%S")
+    assert shown.text == bangkok
+    assert shown.get_attribute("title") == utc.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+    assert "Asia/Bangkok" in console.css("#times-zone").text
+    # The audit page too: every row's time in Bangkok, UTC on hover.
+    console.click('[data-nav="audit"]')
+    first = console.wait_css("table.audit tbody tr time")
+    at = datetime.fromisoformat(first.get_attribute("datetime").replace("Z", "+00:00"))
+    assert first.text == (at + timedelta(hours=7)).strftime("%Y-%m-%d %H:%M:%S")
+    assert first.get_attribute("title").endswith(" UTC")
+
+
+def test_a_refused_save_then_the_live_check_never_disagree(console, seed):
+    """After a save refused for an invalid template, editing it to a valid one leaves no red
+    box saying otherwise; the refusal is on the audit page."""
+    ids = seed()
+    console.sign_in("somchai")
+    console.open(f"/console/templates/{ids['LETTER']}")
+    console.wait_css("#template")
+    console.fill("#template", "{SEQ:4}{SEQ:3}")
+    console.wait_css('#validation [data-rule="seq_repeated"]')
+    console.fill("#change_reason", "try two sequence tokens")
+    console.click("#save-button")
+    refused = console.wait_css('#save-error [data-code="TEMPLATE_INVALID"]')
+    assert refused.is_displayed()
+    # The page as answered agrees with itself: the check of the posted template is invalid too.
+    assert console.all('#validation [data-valid="false"]')
+
+    console.fill("#template", "{ORIGINATOR}/{RECIPIENT}/{SEQ:4}/{YEAR:B.E.}")
+    console.wait(lambda: console.all('#validation [data-valid="true"]'), "valid again")
+    console.wait(lambda: not console.all("#save-error"), "the stale save error to go")
+    assert not [p for p in console.all(".problem") if p.is_displayed()]
+
+    console.click('[data-nav="audit"]')
+    row = console.wait_css('table.audit tr[data-operation="CONFIG_UPDATE"][data-refused="true"]')
+    assert "TEMPLATE_INVALID" in row.text and "somchai" in row.text
+
+
+def test_the_reset_page_has_one_counter_key_field(console, seed, client, auth):
+    seed()
+    generated(client, auth, letter())
+
+    def visible_key_fields() -> list:
+        return [f for f in console.all('input[name="counter_key"]') if f.is_displayed()]
+
+    console.sign_in("alice", [], [SUPER_ADMIN])
+    console.click('[data-nav="resets"]')
+    console.wait_css("#reset-file")
+    assert len(visible_key_fields()) == 1
+    assert not console.all("#reset-form")  # the floor comes first
+    console.fill("#floor-key", LETTER_KEY)
+    console.click("#check-floor-button")
+    console.wait_css("#floor-check")
+    assert len(visible_key_fields()) == 1
+    assert console.css('#reset-form input[name="counter_key"]').get_attribute("value") \
+        == LETTER_KEY
+    assert console.css("#floor-key").get_attribute("value") == LETTER_KEY
+
+
 # --------------------------------------------------------------------------- screenshots
 
 PAGES = ("login", "home", "templates", "editor", "editor-error", "history", "counters", "gaps",

@@ -32,10 +32,12 @@ def last_sequence(engine, key: str) -> int | None:
         return session.scalar(select(Counter.last_sequence).where(Counter.counter_key == key))
 
 
-def audits(engine, operation: str) -> list[AuditRow]:
+def audits(engine, operation: str, success: bool | None = None) -> list[AuditRow]:
+    stmt = select(AuditRow).where(AuditRow.operation == operation)
+    if success is not None:
+        stmt = stmt.where(AuditRow.success.is_(success))
     with transaction(engine) as session:
-        return list(session.scalars(select(AuditRow).where(AuditRow.operation == operation)
-                                    .order_by(AuditRow.id)))
+        return list(session.scalars(stmt.order_by(AuditRow.id)))
 
 
 # --------------------------------------------------------------------------- manual override
@@ -64,7 +66,13 @@ def test_override_raises_the_counter_and_refuses_a_duplicate(client, auth, seed,
 
     again = override(client, auth, "คคง.-ผรม.1-0500-2568")
     assert again.status_code == 409 and again.json["code"] == "DUPLICATE_NUMBER"
-    [audit] = audits(engine, "MANUAL_OVERRIDE")
+    [audit, refused] = audits(engine, "MANUAL_OVERRIDE")
+    # The refused second attempt is on the record too (the operation it attempted, failed).
+    assert (refused.actor, refused.success, refused.error_code) == (
+        "alice", False, "DUPLICATE_NUMBER")
+    assert refused.document_number == "คคง.-ผรม.1-0500-2568" and refused.request_id
+    assert refused.after["attempt"]["route"] == f"POST {BASE}/admin/manual-override"
+    assert refused.after["attempt"]["input"]["reason"] == "legacy letter from the paper register"
     assert audit.actor == "admin1" and audit.request_id == "override-1"
     assert audit.client_ip == "127.0.0.1" and audit.document_number == "คคง.-ผรม.1-0500-2568"
     assert audit.before == {"last_sequence": 0}
@@ -110,7 +118,10 @@ def test_bad_overrides_write_nothing(client, auth, seed, engine, number, change,
     assert response.json["code"] == code
     assert field in {e["field"] for e in response.json.get("errors", [])}
     assert count(engine, IssuedNumber) == 0 and count(engine, Counter) == 0
-    assert count(engine, AuditRow) == 0
+    # Only the refused attempt is on the record.
+    assert [(a.operation, a.success, a.error_code) for a in audits(engine, "MANUAL_OVERRIDE")
+            ] == [("MANUAL_OVERRIDE", False, code)]
+    assert count(engine, AuditRow) == 1
 
 
 def test_override_refuses_a_sequence_held_under_an_older_template(client, auth, seed,
@@ -183,7 +194,11 @@ def test_import_dry_run_then_real_then_again(client, auth, seed, engine):
     assert refused.headers["Content-Type"].startswith("application/problem+json")
     assert [(e["row"], e["code"]) for e in refused.json["errors"]] == [(6, "DUPLICATE_NUMBER")]
     assert refused.json["imported"] == 0
-    assert count(engine, IssuedNumber) == 0 and count(engine, AuditRow) == 0
+    assert count(engine, IssuedNumber) == 0
+    [attempt] = audits(engine, "IMPORT")  # the refused attempt, not its rows
+    assert (attempt.success, attempt.error_code) == (False, "VALIDATION_FAILED")
+    assert attempt.after["attempt"]["input"]["file"] == "file 'legacy.csv'"
+    assert count(engine, AuditRow) == 1
 
     good = csv_bytes(rows[:4])
     check = upload(client, auth, good, dry_run=True)
@@ -203,7 +218,7 @@ def test_import_dry_run_then_real_then_again(client, auth, seed, engine):
     assert [r.sequence for r in ledger] == [1, 2, 3, 4]
     assert {r.source for r in ledger} == {"IMPORT"} and {r.state for r in ledger} == {"CONFIRMED"}
     assert {r.issued_by for r in ledger} == {"importer"}
-    imports = audits(engine, "IMPORT")
+    imports = audits(engine, "IMPORT", success=True)
     assert len(imports) == 4
     assert {(a.actor, a.request_id, a.client_ip) for a in imports} == {
         ("importer", "import-1", "127.0.0.1")}
@@ -218,7 +233,8 @@ def test_import_dry_run_then_real_then_again(client, auth, seed, engine):
     assert again.status_code == 200
     assert again.json["imported"] == 0 and again.json["already_imported"] == 4
     assert again.json["counter_raises"] == [] and again.json["errors"] == []
-    assert count(engine, IssuedNumber) == 5 and len(audits(engine, "IMPORT")) == 4
+    assert count(engine, IssuedNumber) == 5
+    assert len(audits(engine, "IMPORT", success=True)) == 4
 
 
 def test_import_dry_run_reports_every_bad_row(client, auth, seed, engine):
@@ -393,13 +409,21 @@ def test_reset_needs_two_other_approvers_then_executes(client, auth, seed, engin
     assert req.actor == "root1" and req.counter_key == LETTER_KEY
     assert req.before == {"last_sequence": 3, "floor": 3}
     assert req.after["new_last_sequence"] == 10 and req.after["reset_request_id"] == reset_id
-    assert [a.actor for a in audits(engine, "RESET_APPROVE")] == ["root2", "root3"]
+    approvals = audits(engine, "RESET_APPROVE")
+    # Refused approvals are recorded as the operation they attempted, with success = false.
+    assert [(a.actor, a.success, a.error_code) for a in approvals] == [
+        ("root1", False, "SELF_APPROVAL"), ("root2", True, None),
+        ("root2", False, "ALREADY_APPROVED"), ("root3", True, None),
+        ("root4", False, "INVALID_STATE")]
+    assert {a.counter_key for a in approvals} == {LETTER_KEY}
+    assert approvals[0].after["attempt"]["route"] == (
+        f"POST {BASE}/reset-requests/{reset_id}/approve")
     [execute] = audits(engine, "RESET_EXECUTE")
     assert execute.actor == "root3" and execute.success
     assert execute.before == {"last_sequence": 3, "floor": 3}
     assert execute.after["last_sequence"] == 10
     assert execute.after["approvers"] == ["root2", "root3"]
-    for row in [req, execute, *audits(engine, "RESET_APPROVE")]:
+    for row in [req, execute, *approvals]:
         assert row.client_ip == "127.0.0.1" and row.request_id
 
     listed = client.get(f"{BASE}/reset-requests?status=EXECUTED", headers=root(auth, "root9"))
@@ -419,7 +443,12 @@ def test_reset_floor_is_the_highest_sequence_ever_issued(client, auth, seed, eng
     below = request_reset(client, auth, ids["LETTER"], 3)  # sequence 4 is cancelled, not free
     assert below.status_code == 409 and below.json["code"] == "COUNTER_FLOOR"
     assert below.json["floor"] == 4
-    assert count(engine, ResetRequest) == 0 and audits(engine, "RESET_REQUEST") == []
+    assert count(engine, ResetRequest) == 0
+    [refused] = audits(engine, "RESET_REQUEST")  # nothing filed; the attempt is on the record
+    assert (refused.actor, refused.success, refused.error_code) == (
+        "root1", False, "COUNTER_FLOOR")
+    assert refused.counter_key == LETTER_KEY
+    assert refused.after["attempt"]["input"]["new_last_sequence"] == 3
 
     # Raise to 20, then lower back to the floor: allowed, sequences 5-20 were never issued.
     up = request_reset(client, auth, ids["LETTER"], 20).json["reset_request_id"]

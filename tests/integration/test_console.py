@@ -207,7 +207,19 @@ def test_admin_posts_are_403_without_manage_settings(app, token, auth, seed, eng
         assert session.get(NumberingConfig, ids["LETTER"]).version == 1
         assert session.scalar(select(IssuedNumber.state)) == "CONFIRMED"
     assert count(engine, IssuedNumber) == 1 and count(engine, ResetRequest) == 0
-    assert count(engine, AuditRow, AuditRow.operation != "GENERATE") == 0
+    # The refused attempt is on the record: the operation it attempted, by whom, 403. The
+    # validate-as-you-type check attempts nothing.
+    with transaction(engine) as session:
+        refused = [(a.operation, a.actor, a.success, a.error_code) for a in session.scalars(
+            select(AuditRow).where(AuditRow.operation != "GENERATE"))]
+    expected = ATTEMPTED[path]
+    assert refused == ([(expected, "clerk", False, "FORBIDDEN")] if expected else []), path
+
+
+ATTEMPTED = {"/console/templates/{id}": "CONFIG_UPDATE", "/console/templates/{id}/check": None,
+             "/console/admin/void": "VOID", "/console/admin/override": "MANUAL_OVERRIDE",
+             "/console/admin/import": "IMPORT", "/console/admin/import/commit": "IMPORT",
+             "/console/resets": "RESET_REQUEST", "/console/resets/1/approve": "RESET_APPROVE"}
 
 
 def test_the_api_refuses_the_same_user_too(client, auth, seed):
@@ -359,8 +371,13 @@ def test_save_with_a_reason_appears_in_history_with_a_diff(app, token, seed, eng
         "reset": "YEARLY", "change_reason": "another change from an old tab", "version": "1"})
     assert stale.status_code == 200 and "CONFLICT" in text(stale)
 
-    [audit] = audits(engine, "CONFIG_UPDATE")
-    assert audit.actor == "ann" and audit.before["version"] == 1
+    [short_refused, audit, stale_refused] = audits(engine, "CONFIG_UPDATE")
+    assert (short_refused.success, short_refused.error_code) == (False, "VALIDATION_FAILED")
+    assert (stale_refused.success, stale_refused.error_code) == (False, "CONFLICT")
+    assert stale_refused.actor == "ann" and stale_refused.after["attempt"]["input"][
+        "template"] == "{ORIGINATOR}_{RECIPIENT}_{SEQ:4}_{YEAR:B.E.}"
+    assert "csrf_token" not in stale_refused.after["attempt"]["input"]
+    assert audit.actor == "ann" and audit.success and audit.before["version"] == 1
     assert audit.after["version"] == 2
     assert audit.after["change_reason"] == "slashes requested by the client"
     # The API's answer (and its issuing) follow the new version at once.
@@ -564,7 +581,12 @@ def test_reset_filed_and_approved_by_three_super_admins(app, token, seed, engine
     assert f'data-reset="{request_id}" data-status="EXECUTED"' in finished
     with transaction(engine) as session:
         assert session.get(Counter, LETTER_KEY).last_sequence == 10
-    assert [a.actor for a in audits(engine, "RESET_APPROVE")] == ["bob", "carol"]
+    # The refusals are on the record as the operation attempted, success = false.
+    assert [(a.actor, a.error_code) for a in audits(engine, "RESET_APPROVE")] == [
+        ("alice", "SELF_APPROVAL"), ("bob", None), ("bob", "ALREADY_APPROVED"),
+        ("carol", None)]
+    assert [(a.actor, a.error_code, a.counter_key) for a in audits(engine, "RESET_REQUEST")] \
+        == [("alice", "COUNTER_FLOOR", LETTER_KEY), ("alice", None, LETTER_KEY)]
     assert [a.actor for a in audits(engine, "RESET_EXECUTE")] == ["carol"]
     assert generated(client, auth, letter())["sequence"] == 11
 

@@ -153,3 +153,61 @@ def test_allocation_engine_takes_two_round_trips(engine, settings, seed, databas
     served.update(allocate_many(fast, _groups(fresh("คคง.", "TEAM-A")), clock=SystemClock()))
     assert calls == ["lock", "write+commit"]
     assert all(o.ok and not o.replayed for outcomes in served.values() for o in outcomes)
+
+
+def test_lock_and_retry_samples_carry_each_keys_own_labels(engine, settings, seed,
+                                                           monkeypatch):
+    """A batch over several keys: each key's lock attempt, failure and retry samples carry
+    that key's project and type, and a retried batch is ONE retry observation per key, not
+    one per request (shared/metrics.py, called from allocate_many)."""
+    from prometheus_client import REGISTRY
+    from sqlalchemy.exc import OperationalError
+
+    from docnum.shared import allocation
+
+    seed()
+    seed(project="P2")
+    requests = ([_request(engine, settings, letter()) for _ in range(3)]
+                + [_request(engine, settings, letter(correspondence_type="RFI"))
+                   for _ in range(2)]
+                + [_request(engine, settings, letter(project="P2"))])
+    groups = _groups(requests)
+    labels = [("LCBP3", "LETTER"), ("LCBP3", "RFI"), ("P2", "LETTER")]
+    assert len(groups) == 3
+
+    def sample(name: str, project: str, ctype: str, **extra: str) -> float:
+        return REGISTRY.get_sample_value(name, {"project": project, "type": ctype,
+                                                **extra}) or 0.0
+
+    names = ("docnum_lock_acquisition_total", "docnum_retry_count_count",
+             "docnum_retry_count_sum", "docnum_lock_acquisition_duration_ms_count")
+    before = {(n, lbl): sample(n, *lbl) for n in names for lbl in labels}
+    failures_before = {lbl: sample("docnum_lock_acquisition_failures_total", *lbl,
+                                   reason="deadlock") for lbl in labels}
+
+    real = allocation.allocate_in_session
+    calls = []
+
+    def deadlock_once(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs["retry_count"])
+        if len(calls) == 1:
+            raise OperationalError("SELECT … FOR UPDATE", {},
+                                   Exception(1213, "Deadlock found when trying to get lock"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(allocation, "allocate_in_session", deadlock_once)
+    monkeypatch.setattr(allocation.time, "sleep", lambda _s: None)
+    served = allocate_many(engine, groups, clock=SystemClock())
+    assert calls == [0, 1]
+    assert all(o.ok and o.retry_count == 1 for outcomes in served.values() for o in outcomes)
+
+    def delta(name: str, lbl: tuple[str, str]) -> float:
+        return sample(name, *lbl) - before[(name, lbl)]
+
+    for lbl in labels:
+        assert delta("docnum_lock_acquisition_total", lbl) == 2, lbl  # two attempts
+        assert sample("docnum_lock_acquisition_failures_total", *lbl, reason="deadlock") \
+            - failures_before[lbl] == 1, lbl
+        assert delta("docnum_retry_count_count", lbl) == 1, lbl      # once per batch per key
+        assert delta("docnum_retry_count_sum", lbl) == 1, lbl        # ... of one retry
+        assert delta("docnum_lock_acquisition_duration_ms_count", lbl) == 1, lbl

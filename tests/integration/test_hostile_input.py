@@ -78,8 +78,18 @@ def hostile(app, client, seed, engine, settings, token, caplog):
             with engine.connect() as conn:
                 out = {t: conn.execute(text(f"SELECT COUNT(*) FROM `{t}`")).scalar()
                        for t in TABLES}
+                # A refused privileged attempt is on the audit trail by design
+                # (docs/lifecycle.md#refused-attempts); everything else must stay unchanged.
+                out["audit_log"] -= conn.execute(text(
+                    "SELECT COUNT(*) FROM audit_log WHERE success = 0 AND "
+                    "JSON_EXISTS(`after`, '$.attempt')")).scalar()
             out["request store"] = sum(1 for _ in store.scan_iter("docnum:request:*"))
             return out
+
+        def audit_text(self) -> str:
+            with engine.connect() as conn:
+                return " ".join(str(row) for row in conn.execute(text(
+                    "SELECT actor, user_agent, `after` FROM audit_log")))
 
         def refused(self, response, status: int | tuple[int, ...] | None = None,
                     code: str | None = None, field: str | None = None) -> dict:
@@ -106,8 +116,10 @@ def hostile(app, client, seed, engine, settings, token, caplog):
     yield h
     assert h.counts() == before, "a refused request wrote something"
     logged = caplog.text
+    recorded = h.audit_text()
     for secret in (bearer, bearer.split(".")[2], JWT_SECRET):
         assert secret not in logged, "a token or the JWT secret was logged"
+        assert secret not in recorded, "a token or the JWT secret reached the audit trail"
         assert not any(secret in body for body in h.bodies), "a secret was echoed back"
 
 

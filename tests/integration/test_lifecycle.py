@@ -344,7 +344,10 @@ def test_void_needs_manage_settings_and_a_confirmed_number(client, auth, seed, e
     plain = client.post(f"{BASE}/admin/void-and-replace", json=body, headers=auth())
     assert plain.status_code == 200 and "replacement" not in plain.json
     assert plain.json["voided"]["state"] == "VOID" and "replaced_by" not in plain.json["voided"]
-    assert [a.operation for a in audit_rows(engine, number)] == ["GENERATE", "VOID"]
+    # The clerk's 403 and the missing reason are refused VOID attempts on the record.
+    assert [(a.operation, a.actor, a.error_code) for a in audit_rows(engine, number)] == [
+        ("GENERATE", "alice", None), ("VOID", "clerk", "FORBIDDEN"),
+        ("VOID", "alice", "VALIDATION_FAILED"), ("VOID", "alice", None)]
 
 
 def test_replacement_with_a_changed_context_goes_to_that_counter(client, auth, seed):
@@ -374,6 +377,9 @@ def test_failed_replacement_leaves_the_number_untouched(client, auth, seed, engi
     assert response.status_code == 409 and response.json["code"] == "SEQUENCE_EXHAUSTED"
     row = ledger_row(engine, numbers[0])
     assert row.state == "CONFIRMED" and row.replaced_by is None
-    assert audit_rows(engine, numbers[0], "VOID") == []
+    # Nothing voided: only the refused attempt is on the record.
+    [refused] = audit_rows(engine, numbers[0], "VOID")
+    assert (refused.success, refused.error_code) == (False, "SEQUENCE_EXHAUSTED")
+    assert refused.after["attempt"]["input"]["replace"] is True
     with transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(IssuedNumber)) == 9

@@ -238,6 +238,31 @@ def test_beat_schedule_routes_everything_to_the_maintenance_queue(celery_session
     seconds = every if isinstance(every, (int, float)) else interval(every).run_every.total_seconds()
     assert seconds <= 30
     assert celery_session_app.conf.beat_schedule == entries
-    # The crontab jobs run at night (UTC), weekly for OPTIMIZE.
+    # The crontab jobs run at night, weekly for OPTIMIZE.
     optimize = entries["optimize_tables"]["schedule"]
     assert optimize.day_of_week == {0} and optimize.hour == {4}
+
+
+def test_nightly_jobs_run_at_night_in_the_deployments_time_zone(celery_session_app, settings):
+    """Crontab times are read in DOCNUM_TIMEZONE (Asia/Bangkok): 03:30 and Sunday 04:00 there,
+    not 10:30 and 11:00 (office hours) as they would be in UTC."""
+    from copy import copy
+    from zoneinfo import ZoneInfo
+
+    assert settings.timezone == "Asia/Bangkok"
+    assert celery_session_app.conf.timezone == settings.timezone
+    zone = ZoneInfo(settings.timezone)
+    entries = beat.beat_schedule()
+    start = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # a Monday
+    for name, (hour, minute, weekday) in {"archive_audit": (3, 30, None),
+                                          "optimize_tables": (4, 0, 6)}.items():
+        schedule = copy(entries[name]["schedule"])
+        schedule.app = celery_session_app
+        runs = set()
+        for step in range(0, 14 * 24, 5):  # every 5 hours for two weeks
+            now = start + timedelta(hours=step)
+            schedule.nowfun = lambda now=now: now
+            due = (now + schedule.remaining_estimate(now)).astimezone(zone)
+            runs.add((due.hour, due.minute, due.weekday() if weekday is not None else None))
+        assert runs == {(hour, minute, weekday)}, (name, runs)
+        assert not 8 <= hour < 18

@@ -86,9 +86,11 @@ def test_config_lifecycle_and_history(client, auth, seed, engine):
     listed = client.get(f"{BASE}/configs?project=LCBP3", headers=headers).json
     assert [c["id"] for c in listed["items"]] == [config["id"]]
     with transaction(engine) as session:
-        operations = session.scalars(select(AuditRow.operation).where(
-            AuditRow.operation.like("CONFIG_%")).order_by(AuditRow.id)).all()
-    assert operations == ["CONFIG_CREATE", "CONFIG_UPDATE"]
+        operations = [(a.operation, a.error_code) for a in session.scalars(
+            select(AuditRow).where(AuditRow.operation.like("CONFIG_%")).order_by(AuditRow.id))]
+    # The refused duplicate and the change without a reason are on the record.
+    assert operations == [("CONFIG_CREATE", None), ("CONFIG_CREATE", "CONFLICT"),
+                          ("CONFIG_UPDATE", "VALIDATION_FAILED"), ("CONFIG_UPDATE", None)]
 
 
 @pytest.mark.parametrize("template,reset,rule", [

@@ -22,6 +22,7 @@ def used_keys() -> set[str]:
     keys |= {f"state.{s}" for s in ("RESERVED", "CONFIRMED", "CANCELLED", "EXPIRED", "VOID",
                                     "MISSING")}
     keys |= {f"source.{s}" for s in ("GENERATE", "RESERVE", "MANUAL", "IMPORT", "REPLACE")}
+    keys |= {f"source.RESERVE.{s}" for s in ("RESERVED", "CANCELLED", "EXPIRED")}
     keys |= {f"status.{s}" for s in ("PENDING_APPROVAL", "EXECUTED", "FAILED")}
     keys |= {f"home.card.{s}" for s in ("templates", "counters", "lookup", "admin", "resets",
                                         "audit")}

@@ -24,21 +24,34 @@
     return data;
   }
 
+  // The refused save's error box describes the template that was posted. Once the live check
+  // answers for another template (or reset), the check is the truth: the box goes.
+  function dropStaleSaveError(data) {
+    var box = document.getElementById("save-error");
+    if (!box || box.getAttribute("data-about-template") !== "1") return;
+    if (data.template !== box.getAttribute("data-template") ||
+        data.reset !== box.getAttribute("data-reset")) {
+      box.parentNode.removeChild(box);
+    }
+  }
+
   function check() {
     var mine = ++latest;
+    var data = collect();
     form.setAttribute("data-checking", "1");
     fetch(url, {
       method: "POST",
       credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf,
                 "Accept": "application/json"},
-      body: JSON.stringify(collect())
+      body: JSON.stringify(data)
     }).then(function (response) {
       return response.json();
     }).then(function (answer) {
       if (mine !== latest) return;  // a newer keystroke is on its way
       if (answer.validation_html !== undefined) validation.innerHTML = answer.validation_html;
       if (answer.preview_html !== undefined) preview.innerHTML = answer.preview_html;
+      dropStaleSaveError(data);
       form.setAttribute("data-checked", String(mine));
       form.removeAttribute("data-checking");
     }).catch(function () {
