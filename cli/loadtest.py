@@ -8,6 +8,10 @@ number of the run is distinct and every counter of the run is contiguous from 1.
 
 Each run numbers under its own project code, so runs never mix. The client is asyncio with
 keep-alive HTTP/1.1 connections (standard library only) to keep its own CPU small.
+
+A service with its default rate limits (10 issuing requests a minute per user) answers nearly
+everything ``429``: when most answers are ``429 RATE_LIMITED`` the run stops early and says
+which budget refused and which variable raises it (docs/benchmarks.md#reproduce).
 """
 from __future__ import annotations
 
@@ -26,6 +30,11 @@ BASE = "/api/v1/document-numbering"
 MAX_DURATION_S = 600
 MAX_REQUESTS = 200_000
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Stop once at least this many answers came back and more than this share of them were 429.
+RATE_LIMITED_MIN_ANSWERS = 50
+RATE_LIMITED_SHARE = 0.5
+# The budgets of api/ratelimit.py, by the words of its 429 detail.
+RATE_LIMIT_VARIABLES = {"per user": "DOCNUM_RATE_LIMIT_USER", "per IP": "DOCNUM_RATE_LIMIT_IP"}
 
 
 class HttpConnection:
@@ -83,14 +92,38 @@ class Results:
     numbers: list[str] = field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
+    rate_limit_details: dict[str, int] = field(default_factory=dict)
 
-    def record(self, status: int, latency_ms: float, number: str | None, error: str | None):
+    def record(self, status: int, latency_ms: float, number: str | None,
+               error: str | None) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         if number is not None:
             self.numbers.append(number)
             self.latencies_ms.append(latency_ms)
         if error is not None:
             self.errors[error] = self.errors.get(error, 0) + 1
+
+    def record_rate_limited(self, detail: str) -> None:
+        self.rate_limit_details[detail] = self.rate_limit_details.get(detail, 0) + 1
+
+    def rate_limited(self) -> bool:
+        """Most answers so far were 429: measuring on would only measure the refusals."""
+        answers = sum(self.statuses.values())
+        return (answers >= RATE_LIMITED_MIN_ANSWERS
+                and self.statuses.get(429, 0) > RATE_LIMITED_SHARE * answers)
+
+    def rate_limit_advice(self) -> str:
+        """Which budget refused, and the variable that raises it."""
+        answers = sum(self.statuses.values())
+        refused = self.statuses.get(429, 0)
+        detail = max(self.rate_limit_details, key=self.rate_limit_details.get, default="")
+        names = [v for words, v in RATE_LIMIT_VARIABLES.items() if words in detail] or \
+            list(RATE_LIMIT_VARIABLES.values())
+        example = " ".join(f"{name}=100000/minute" for name in RATE_LIMIT_VARIABLES.values())
+        return (f"stopped early: {refused} of {answers} answers were 429 RATE_LIMITED"
+                f"{f' ({detail})' if detail else ''}. The service's issuing budget is the limit, "
+                f"not its speed: raise {' and '.join(names)} in the service's environment and "
+                f"restart it, e.g. {example} docnum up")
 
     def summary(self) -> dict:
         lat = sorted(self.latencies_ms)
@@ -150,6 +183,8 @@ class Client:
                     status, raw = await self._poll(conn, json.loads(raw)["status_url"])
             latency = (time.perf_counter() - scheduled) * 1000
             data = json.loads(raw) if raw else {}
+            if status == 429:
+                results.record_rate_limited(str(data.get("detail") or ""))
             number = data.get("document_number") or (data.get("result") or {}).get(
                 "document_number")
             error = None if number else str(data.get("code") or data.get("error") or status)
@@ -179,7 +214,7 @@ async def run_closed(client: Client, concurrency: int, duration: float, limit: i
 
     async def loop() -> None:
         nonlocal issued
-        while time.perf_counter() < deadline and issued < limit:
+        while time.perf_counter() < deadline and issued < limit and not results.rate_limited():
             issued += 1
             await client.one(results, time.perf_counter())
 
@@ -193,6 +228,8 @@ async def run_open(client: Client, rate: float, duration: float, limit: int) -> 
     total = min(int(rate * duration), limit)
     tasks = []
     for i in range(total):
+        if results.rate_limited():
+            break
         scheduled = results.started + i / rate
         delay = scheduled - time.perf_counter()
         if delay > 0:
@@ -211,6 +248,8 @@ async def run_burst(client: Client, count: int) -> tuple[Results, float]:
 
     async def submit() -> None:
         async with sem:
+            if results.rate_limited():
+                return
             conn = client._conn()
             try:
                 status, _, raw = await conn.request("POST", f"{BASE}/requests",
@@ -218,6 +257,8 @@ async def run_burst(client: Client, count: int) -> tuple[Results, float]:
                 if status == 202:
                     accepted.append(json.loads(raw)["status_url"])
                 else:
+                    if status == 429:
+                        results.record_rate_limited(str(json.loads(raw).get("detail") or ""))
                     results.record(status, 0, None, f"submit {status}")
             finally:
                 client.pool.append(conn)
@@ -318,22 +359,33 @@ def main(argv: list[str]) -> int:
                        ttl_seconds=int(duration) + 3600)
     client = Client(url, token, project, args.keys, args.mode, args.timeout)
 
+    limited: list[Results] = []
+
     async def go() -> tuple[dict, list[str]]:
         numbers: list[str] = []
         if args.warmup > 0:
             warm = await run_closed(client, min(args.concurrency, 8), args.warmup, 1000)
             numbers += warm.numbers
+            if warm.rate_limited():
+                limited.append(warm)
+                return warm.summary(), numbers
         if args.burst:
             results, accept_s = await run_burst(client, min(args.burst, args.max_requests))
+            if results.rate_limited():
+                limited.append(results)
             return {**results.summary(), "accepted_in_s": round(accept_s, 2)}, \
                 numbers + results.numbers
         if args.rate:
             results = await run_open(client, args.rate, duration, args.max_requests)
         else:
             results = await run_closed(client, args.concurrency, duration, args.max_requests)
+        if results.rate_limited():
+            limited.append(results)
         return results.summary(), numbers + results.numbers
 
     summary, numbers = asyncio.run(go())
+    if limited:
+        summary["stopped_early"] = limited[0].rate_limit_advice()
     report = {"project": project, "mode": args.mode, "keys": args.keys,
               "concurrency": None if args.rate or args.burst else args.concurrency,
               "rate": args.rate or None, "burst": args.burst or None, **summary}
@@ -344,6 +396,8 @@ def main(argv: list[str]) -> int:
     else:
         for key, value in report.items():
             print(f"{key:>14}: {value}")
+    if limited:
+        print(f"docnum loadtest: {summary['stopped_early']}", file=sys.stderr)
     ok = report["verify"]["ok"] and not summary["errors"]
     return 0 if ok else 1
 
