@@ -5,11 +5,11 @@ token, ``DOCNUM_RATE_LIMIT_USER``, default 10/minute) and one per IP address
 (``DOCNUM_RATE_LIMIT_IP``, default 50/minute): a client cannot multiply its budget by switching
 routes. Over either budget the answer is ``429 RATE_LIMITED`` (problem+json) with
 ``Retry-After``. Counters live in Redis (the result backend) so every API process shares them;
-the embedded default (no Redis) counts in memory. Redis trouble never turns into a 5xx: the
-storage uses short timeouts, errors are swallowed, and once Redis fails the limiter counts in
-this process's memory (so the budgets still hold, per process, while issuing runs on the
-DB-only path) and probes Redis again with exponential back-off, switching back when it answers.
-No request waits on a dead Redis more than once per probe.
+the embedded default's SQL fallback (no Redis) counts in memory. Redis trouble never turns into
+a 5xx: the storage uses short timeouts, errors are swallowed, and once Redis fails the limiter
+counts in this process's memory (so the budgets still hold, per process, while issuing runs on
+the DB-only path) and probes Redis again with exponential back-off, switching back when it
+answers. No request waits on a dead Redis more than once per probe.
 
 The counting is the ``limits`` library's moving window (the engine of Flask-Limiter), called
 from ONE ``before_request`` hook. Flask-Limiter itself cost 0.74 ms of CPU per issuing request
@@ -44,10 +44,14 @@ PROBE_BACKOFF_S = (1.0, 60.0)  # first and longest wait before asking a failed R
 
 
 def storage_uri(settings: Settings) -> str:
-    """The Redis of the result backend (``redis+sentinel://`` behind Sentinel), else memory."""
+    """The Redis of the result backend (``redis+sentinel://`` behind Sentinel, ``redis+unix://``
+    on a socket), else memory."""
     backend = settings.result_backend
     if backend.startswith(("redis://", "rediss://")):
         return backend
+    if redis_urls.is_socket_url(backend):  # the embedded default's private Redis
+        path, db = redis_urls.parse_socket_url(backend)
+        return f"redis+unix://{path}?db={db}"
     if backend.startswith("sentinel://") and settings.redis_sentinel_master:
         # Only the Sentinels' addresses: limits would also send the URL's password to the
         # Sentinels, which have none (AUTH fails, and swallow_errors would silently disable

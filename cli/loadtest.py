@@ -15,6 +15,10 @@ served request (docs/benchmarks.md#method).
 
 Each run numbers under its own project code, so runs never mix. The client is asyncio with
 keep-alive HTTP/1.1 connections (standard library only) to keep its own CPU small.
+
+A service with its default rate limits (10 issuing requests a minute per user) answers nearly
+everything ``429``: when most answers are ``429 RATE_LIMITED`` the run stops early and says
+which budget refused and which variable raises it (docs/benchmarks.md#reproduce).
 """
 from __future__ import annotations
 
@@ -145,6 +149,13 @@ def parse_cpu_groups(values: list[str]) -> dict[str, list[int]]:
     return groups
 
 
+# Stop once at least this many answers came back and more than this share of them were 429.
+RATE_LIMITED_MIN_ANSWERS = 50
+RATE_LIMITED_SHARE = 0.5
+# The budgets of api/ratelimit.py, by the words of its 429 detail.
+RATE_LIMIT_VARIABLES = {"per user": "DOCNUM_RATE_LIMIT_USER", "per IP": "DOCNUM_RATE_LIMIT_IP"}
+
+
 class HttpConnection:
     """A minimal keep-alive HTTP/1.1 client connection (JSON in, JSON out)."""
 
@@ -200,6 +211,7 @@ class Results:
     numbers: list[str] = field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
+    rate_limit_details: dict[str, int] = field(default_factory=dict)
 
     def record(self, status: int, latency_ms: float, number: str | None,
                error: str | None) -> None:
@@ -209,6 +221,28 @@ class Results:
             self.latencies_ms.append(latency_ms)
         if error is not None:
             self.errors[error] = self.errors.get(error, 0) + 1
+
+    def record_rate_limited(self, detail: str) -> None:
+        self.rate_limit_details[detail] = self.rate_limit_details.get(detail, 0) + 1
+
+    def rate_limited(self) -> bool:
+        """Most answers so far were 429: measuring on would only measure the refusals."""
+        answers = sum(self.statuses.values())
+        return (answers >= RATE_LIMITED_MIN_ANSWERS
+                and self.statuses.get(429, 0) > RATE_LIMITED_SHARE * answers)
+
+    def rate_limit_advice(self) -> str:
+        """Which budget refused, and the variable that raises it."""
+        answers = sum(self.statuses.values())
+        refused = self.statuses.get(429, 0)
+        detail = max(self.rate_limit_details, key=self.rate_limit_details.get, default="")
+        names = [v for words, v in RATE_LIMIT_VARIABLES.items() if words in detail] or \
+            list(RATE_LIMIT_VARIABLES.values())
+        example = " ".join(f"{name}=100000/minute" for name in RATE_LIMIT_VARIABLES.values())
+        return (f"stopped early: {refused} of {answers} answers were 429 RATE_LIMITED"
+                f"{f' ({detail})' if detail else ''}. The service's issuing budget is the limit, "
+                f"not its speed: raise {' and '.join(names)} in the service's environment and "
+                f"restart it, e.g. {example} docnum up")
 
     def summary(self) -> dict:
         lat = sorted(self.latencies_ms)
@@ -271,6 +305,8 @@ class Client:
                     status, raw = await self._poll(conn, json.loads(raw)["status_url"])
             latency = (time.perf_counter() - scheduled) * 1000
             data = json.loads(raw) if raw else {}
+            if status == 429:
+                results.record_rate_limited(str(data.get("detail") or ""))
             number = (data.get("document_number") or (data.get("result") or {}).get(
                 "document_number")) if 200 <= status < 300 else None
             error = None if number else str(data.get("code") or data.get("error") or status)
@@ -300,7 +336,7 @@ async def run_closed(client: Client, concurrency: int, duration: float, limit: i
 
     async def loop() -> None:
         nonlocal issued
-        while time.perf_counter() < deadline and issued < limit:
+        while time.perf_counter() < deadline and issued < limit and not results.rate_limited():
             issued += 1
             await client.one(results, time.perf_counter())
 
@@ -314,6 +350,8 @@ async def run_open(client: Client, rate: float, duration: float, limit: int) -> 
     total = min(int(rate * duration), limit)
     tasks = []
     for i in range(total):
+        if results.rate_limited():
+            break
         scheduled = results.started + i / rate
         delay = scheduled - time.perf_counter()
         if delay > 0:
@@ -332,6 +370,8 @@ async def run_burst(client: Client, count: int) -> tuple[Results, float]:
 
     async def submit() -> None:
         async with sem:
+            if results.rate_limited():
+                return
             conn = client._conn()
             try:
                 status, _, raw = await conn.request("POST", f"{BASE}/requests",
@@ -339,6 +379,8 @@ async def run_burst(client: Client, count: int) -> tuple[Results, float]:
                 if status == 202:
                     accepted.append(json.loads(raw)["status_url"])
                 else:
+                    if status == 429:
+                        results.record_rate_limited(str(json.loads(raw).get("detail") or ""))
                     results.record(status, 0, None, f"submit {status}")
             finally:
                 client.pool.append(conn)
@@ -471,15 +513,22 @@ def main(argv: list[str]) -> int:
                        ttl_seconds=int(duration) + 3600)
     client = Client(url, token, project, args.keys, args.mode, args.timeout)
 
+    limited: list[Results] = []
+
     async def go() -> tuple[dict, list[str], dict[str, float]]:
         numbers: list[str] = []
         if args.warmup > 0:
             warm = await run_closed(client, min(args.concurrency, 8), args.warmup, 1000)
             numbers += warm.numbers
+            if warm.rate_limited():
+                limited.append(warm)
+                return warm.summary(), numbers, {}
         sampler.start()
         if args.burst:
             results, accept_s = await run_burst(client, min(args.burst, args.max_requests))
             cpu = sampler.stop()
+            if results.rate_limited():
+                limited.append(results)
             return {**results.summary(), "accepted_in_s": round(accept_s, 2)}, \
                 numbers + results.numbers, cpu
         if args.rate:
@@ -487,9 +536,13 @@ def main(argv: list[str]) -> int:
         else:
             results = await run_closed(client, args.concurrency, duration, args.max_requests)
         cpu = sampler.stop()
+        if results.rate_limited():
+            limited.append(results)
         return results.summary(), numbers + results.numbers, cpu
 
     summary, numbers, cpu = asyncio.run(go())
+    if limited:
+        summary["stopped_early"] = limited[0].rate_limit_advice()
     report = {"project": project, "target": target.name, "mode": args.mode, "keys": args.keys,
               "concurrency": None if args.rate or args.burst else args.concurrency,
               "rate": args.rate or None, "burst": args.burst or None, **summary}
@@ -504,6 +557,8 @@ def main(argv: list[str]) -> int:
     else:
         for key, value in report.items():
             print(f"{key:>17}: {value}")
+    if limited:
+        print(f"docnum loadtest: {summary['stopped_early']}", file=sys.stderr)
     ok = report["verify"]["ok"] and not summary["errors"]
     return 0 if ok else 1
 

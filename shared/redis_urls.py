@@ -12,15 +12,20 @@ demoted master, which redis-py turns into a ``ConnectionError``), the pool drops
 connections, and the next command connects to the promoted replica. While the Sentinels still
 agree that the old master is down but have not promoted anyone yet, connecting raises
 ``MasterNotFoundError`` (a ``redis.ConnectionError``).
+
+A unix socket is kombu's and Celery's ``redis+socket:///path/to/redis.sock`` (the embedded
+default's private Redis, shared/embedded_redis.py); the database number, when not 0, goes in
+``?virtual_host=N`` as Celery reads it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 
-REDIS_URL_SCHEMES = ("redis://", "rediss://", "sentinel://")
+SOCKET_SCHEME = "redis+socket://"
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "sentinel://", SOCKET_SCHEME)
 SENTINEL_DEFAULT_PORT = 26379
 # Asking a Sentinel is one small round trip; a Sentinel that does not answer is skipped quickly
 # in favour of the next one (Celery's result backend would otherwise wait without a limit).
@@ -33,6 +38,22 @@ def is_redis_url(url: str) -> bool:
 
 def is_sentinel_url(url: str) -> bool:
     return url.startswith("sentinel://")
+
+
+def is_socket_url(url: str) -> bool:
+    return url.startswith(SOCKET_SCHEME)
+
+
+def parse_socket_url(url: str) -> tuple[str, int]:
+    """``redis+socket:///path/to/redis.sock[?virtual_host=N]`` → (socket path, database)."""
+    path, _, query = url[len(SOCKET_SCHEME):].partition("?")
+    if not path.startswith("/"):
+        raise ValueError("a redis+socket:// URL names the socket's absolute path, "
+                         "redis+socket:///path/to/redis.sock")
+    db = parse_qs(query).get("virtual_host", ["0"])[0]
+    if not db.isdigit():
+        raise ValueError(f"the database in a redis+socket:// URL is a number, got {db!r}")
+    return unquote(path), int(db)
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,11 @@ def redis_client(url: str, *, master_name: str | None = None, socket_timeout: fl
                  socket_connect_timeout: float = 2.0,
                  health_check_interval: int = 30) -> redis.Redis:
     """A client of the Redis that ``url`` names; for a Sentinel URL, of the current master."""
+    if is_socket_url(url):
+        path, db = parse_socket_url(url)
+        return redis.Redis(unix_socket_path=path, db=db, socket_timeout=socket_timeout,
+                           socket_connect_timeout=socket_connect_timeout,
+                           health_check_interval=health_check_interval)
     if not is_sentinel_url(url):
         return redis.Redis.from_url(url, socket_connect_timeout=socket_connect_timeout,
                                     socket_timeout=socket_timeout,

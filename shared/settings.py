@@ -1,7 +1,9 @@
 """Typed settings, read from ``DOCNUM_*`` environment variables in this one place (docs/reference.md#configuration).
 
-With nothing set, docnum runs on an embedded default that needs no server: a SQLite database and
-a SQL-backed Celery broker under ``./var/``, and a JWT secret generated once into ``./var/``.
+With nothing set, docnum runs on an embedded default that needs no server set up: a SQLite
+database, a private Redis that ``docnum up`` starts on a unix socket (shared/embedded_redis.py) and
+a JWT secret generated once, all under ``./var/``. Without a Redis server binary the broker and
+result backend fall back to SQLite files there too (workers/embedded.py).
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import secrets
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+
+from docnum.shared.embedded_redis import EmbeddedRedis, embedded_redis
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -53,19 +57,30 @@ class Settings:
     # Seconds a shard consumer's batch may make no progress before its worker stands down and
     # another worker adopts its shards (workers/ownership.py).
     shard_stall_timeout: int = 6
+    # The private Redis of the embedded default when it runs one (no DOCNUM_BROKER_URL and a
+    # server binary found); broker_url and result_backend then name its socket.
+    embedded_redis: EmbeddedRedis | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
-        """True when running on the serverless default (SQLite + SQL broker)."""
+        """True when running on the embedded default's database (SQLite)."""
         return self.database_url.startswith("sqlite")
 
     @property
     def uses_redis(self) -> bool:
-        return self.broker_url.startswith(("redis://", "rediss://", "sentinel://"))
+        return self.broker_url.startswith(REDIS_SCHEMES)
+
+    @property
+    def sql_broker_fallback(self) -> bool:
+        """The embedded default without a Redis server binary: kombu's SQL transport."""
+        return self.broker_url.startswith("sqla+")
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "sentinel://", "redis+socket://")
 
 
 def _jwt_secret(env: dict[str, str], var_dir: Path) -> str:
@@ -93,12 +108,19 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     var_dir = Path(env.get("DOCNUM_VAR_DIR") or "var").resolve()
     db_url = env.get("DOCNUM_DATABASE_URL") or f"sqlite:///{var_dir / 'docnum.sqlite'}"
-    broker = env.get("DOCNUM_BROKER_URL") or f"sqla+sqlite:///{var_dir / 'broker.sqlite'}"
+    private_redis = None
+    broker = env.get("DOCNUM_BROKER_URL")
+    if not broker:
+        # PATH as this process will see it (a test may hand an environment without the server).
+        private_redis = embedded_redis(var_dir, env.get("PATH"),
+                                       env.get("DOCNUM_REDIS_SERVER") or None)
+        broker = private_redis.url if private_redis else \
+            f"sqla+sqlite:///{var_dir / 'broker.sqlite'}"
     backend = env.get("DOCNUM_RESULT_BACKEND") or (
-        broker if broker.startswith(("redis://", "sentinel://")) else
+        broker if broker.startswith(("redis://", "sentinel://", "redis+socket://")) else
         f"db+sqlite:///{var_dir / 'results.sqlite'}"
     )
-    if db_url.startswith("sqlite") or broker.startswith("sqla+"):
+    if db_url.startswith("sqlite") or broker.startswith("sqla+") or private_redis:
         var_dir.mkdir(parents=True, exist_ok=True)
     sentinel_master = env.get("DOCNUM_REDIS_SENTINEL_MASTER") or None
     if not sentinel_master and "sentinel://" in broker + backend:
@@ -145,6 +167,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         coalesce_linger_ms=_int(env, "DOCNUM_COALESCE_LINGER_MS", 20),
         shard_owner_ttl=shard_owner_ttl,
         shard_stall_timeout=shard_stall_timeout,
+        embedded_redis=private_redis,
     )
 
 

@@ -38,7 +38,7 @@ def _missing_browser() -> str | None:
         return "selenium is not installed (pip install -e '.[test]')"
     if not (shutil.which("chromium") or os.path.exists(CHROMIUM)) \
             or not os.path.exists(CHROMEDRIVER):
-        return ("Debian's chromium and chromium-driver are not installed (scripts/bootstrap "
+        return ("Debian's chromium and chromium-driver are not installed (scripts/bootstrap --test "
                 "installs them: apt-get install chromium chromium-driver)")
     return None
 

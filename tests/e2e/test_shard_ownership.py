@@ -236,8 +236,9 @@ def test_refusal_releases_what_was_taken_and_successor_takes_over(broker):
     successor.release()
 
 
-def test_no_ownership_on_the_embedded_default(tmp_path):
+def test_no_ownership_on_the_embedded_sql_fallback(tmp_path):
     from docnum.workers.ownership import claim_shards
 
-    settings = load_settings({"DOCNUM_VAR_DIR": str(tmp_path), "DOCNUM_JWT_SECRET": "x"})
+    settings = load_settings({"DOCNUM_VAR_DIR": str(tmp_path), "DOCNUM_JWT_SECRET": "x",
+                              "DOCNUM_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"})
     assert claim_shards(settings, ["docnum.shard.0"]) is None

@@ -3,6 +3,7 @@ in the database (distinct numbers, contiguous counters), and refuses non-loopbac
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -47,3 +48,39 @@ def test_async_burst_is_accepted_and_completed(live_server, loadtest_env, capsys
 def test_only_loopback_targets(loadtest_env) -> None:
     with pytest.raises(SystemExit, match="loopback"):
         loadtest.main(["--url", "http://192.0.2.10:8000", "--duration", "1"])
+
+
+@pytest.mark.parametrize(("budget", "variable"), [("rate_limit_user", "DOCNUM_RATE_LIMIT_USER"),
+                                                  ("rate_limit_ip", "DOCNUM_RATE_LIMIT_IP")])
+def test_a_rate_limited_run_stops_early_and_names_the_variable(
+        settings, celery_session_app, celery_session_worker, loadtest_env, capsys,
+        budget: str, variable: str) -> None:
+    """With the default budgets nearly every answer is 429: the run stops instead of measuring
+    refusals, and says which budget refused and what raises it."""
+    from werkzeug.serving import make_server
+
+    from docnum.api.app import create_app
+
+    limits = {"rate_limit_user": "1000000/minute", "rate_limit_ip": "1000000/minute",
+              budget: "5/minute"}
+    app = create_app(settings.with_overrides(**limits), celery=celery_session_app)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        code = loadtest.main(["--url", f"http://127.0.0.1:{server.server_port}", "--json",
+                              "--warmup", "0", "--concurrency", "4", "--duration", "20"])
+    finally:
+        server.shutdown()
+        thread.join(5)
+    out, err = capsys.readouterr()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert code == 1, report
+    assert report["elapsed_s"] < 10, report  # stopped early, long before --duration
+    assert report["statuses"]["429"] > report["completed"]
+    assert report["completed"] <= 5 and report["verify"]["ok"]
+    other = ({"DOCNUM_RATE_LIMIT_USER", "DOCNUM_RATE_LIMIT_IP"} - {variable}).pop()
+    advice = report["stopped_early"]
+    assert f"raise {variable} in" in advice and f"raise {other}" not in advice, advice
+    assert "429 RATE_LIMITED" in advice and "5 per 1 minute" in advice
+    assert variable in err

@@ -161,13 +161,17 @@ def test_pool_usage_follows_checkouts(database_url):
 
 
 def test_embedded_default_reads_queue_depth_from_the_sql_broker(tmp_path):
-    """No Redis: the queue lives in kombu's SQLAlchemy transport (SQLite), and the depth too."""
+    """No Redis server binary: the queue lives in kombu's SQLAlchemy transport (SQLite), and the
+    depth too. (Named outright: this machine has a redis-server, which the default would use.)"""
     from docnum.api.app import create_app
     from docnum.shared.migrate import upgrade
     from docnum.shared.settings import load_settings
 
-    settings = load_settings({"DOCNUM_VAR_DIR": str(tmp_path / "var"), "DOCNUM_JWT_SECRET": "x" * 40,
-                              "DOCNUM_QUEUE_SHARDS": "2"})
+    var = tmp_path / "var"
+    settings = load_settings({"DOCNUM_VAR_DIR": str(var), "DOCNUM_JWT_SECRET": "x" * 40,
+                              "DOCNUM_QUEUE_SHARDS": "2",
+                              "DOCNUM_BROKER_URL": f"sqla+sqlite:///{var / 'broker.sqlite'}"})
+    assert settings.sql_broker_fallback
     upgrade(settings.database_url)
     app = create_app(settings)
     client = app.test_client()
