@@ -11,8 +11,11 @@ counts in this process's memory (so the budgets still hold, per process, while i
 the DB-only path) and probes Redis again with exponential back-off, switching back when it
 answers. No request waits on a dead Redis more than once per probe.
 
-The counting is the ``limits`` library's moving window (the engine of Flask-Limiter), called
-from ONE ``before_request`` hook. Flask-Limiter itself cost 0.74 ms of CPU per issuing request
+The counting is the ``limits`` library's moving window (the engine of Flask-Limiter). An issuing
+request that reaches the front door is counted there, in the same Redis round trip as its claim
+(``Admission``: the same window, keys and Lua logic as ``limits``); one that is refused before
+(a bad token, an invalid body) is counted when its error is answered, and turned into a 429 if
+it is over budget (``settle``); without the shared Redis, ``before_request`` counts it at once. Flask-Limiter itself cost 0.74 ms of CPU per issuing request
 here (measured: its middleware pass plus one decorator pass per budget, resolving, filtering
 and exemption checks around two Redis calls), a quarter of the front door's whole cost per
 request; the two ``hit`` calls alone cost about 0.3 ms (docs/benchmarks.md).
@@ -23,12 +26,14 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 
-from flask import Flask, request
+from flask import Flask, Response, g, request
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from docnum.api.problems import problem_response
 from docnum.shared import redis_urls
 from docnum.shared.auth import verify_token
 from docnum.shared.errors import DocnumError
@@ -94,6 +99,39 @@ def _user_key() -> str:
         except DocnumError:
             pass
     return f"anonymous:{_client_ip()}"
+
+
+Budget = tuple[RateLimitItem, str, str, str]   # limit, scope, key, words for the 429 detail
+
+@dataclass
+class Admission:
+    """An issuing request's budgets, counted by the front door together with its claim."""
+
+    limits: IssuingRateLimits
+    budgets: list[Budget]
+    counted: bool = False
+
+    def script_keys_and_args(self, now: float) -> tuple[list[str], list[object]]:
+        storage = self.limits.shared.storage
+        keys = [storage.prefixed_key(limit.key_for(scope, key))
+                for limit, scope, key, _ in self.budgets]
+        args: list[object] = [now, len(self.budgets)]
+        for limit, _, _, _ in self.budgets:
+            args += [limit.amount, limit.get_expiry()]
+        return keys, args
+
+    def refused(self, index: int) -> DocnumError:
+        """The 429 for the budget the script found exhausted (1-based)."""
+        self.counted = True
+        limit, scope, key, which = self.budgets[index - 1]
+        return self.limits.rate_limited(self.limits.shared, limit, scope, key, which)
+
+    def count_now(self) -> None:
+        """Count the budgets on their own (the request will not reach the claim); raise the
+        429 when over budget."""
+        if not self.counted:
+            self.counted = True
+            self.limits.enforce(self.budgets)
 
 
 class IssuingRateLimits:
@@ -164,18 +202,54 @@ class IssuingRateLimits:
         self._backoff = PROBE_BACKOFF_S[0]  # Redis answers (again)
         return [None if ok else self.shared for ok in allowed]
 
+    def _budgets(self) -> list[Budget]:
+        return [(self.ip_limit, "issuing-ip", f"ip:{_client_ip()}", "per IP"),
+                (self.user_limit, "issuing-user", _user_key(), "per user")]
+
     def check(self) -> None:
-        """``before_request``: counted before authentication, so bad tokens are limited too."""
+        """``before_request``: every issuing request is counted, bad tokens included. With the
+        shared Redis up, the counting travels with the front door's claim (``admission``)."""
         if request.endpoint not in ISSUING_ENDPOINTS:
             return
-        budgets = [(self.ip_limit, "issuing-ip", f"ip:{_client_ip()}", "per IP"),
-                   (self.user_limit, "issuing-user", _user_key(), "per user")]
-        for (limit, scope, key, which), refused_by in zip(budgets, self._hit_both(budgets)):
+        budgets = self._budgets()
+        if self._pipelined and self._limiter() is self.shared:
+            g.docnum_admission = Admission(self, budgets)
+            return
+        self.enforce(budgets)
+
+    def enforce(self, budgets: list[Budget]) -> None:
+        """Count ``budgets`` now; raise the 429 of the first one over its limit."""
+        for (limit, scope, key, which), refused_by in zip(budgets, self._hit_both(budgets),
+                                                          strict=True):
             if refused_by is not None:
-                retry_after = self._retry_after(refused_by, limit, scope, key)
-                raise DocnumError(
-                    "RATE_LIMITED", f"more than {limit} issuing requests {which}; try again "
-                                    f"in {retry_after} s", retry_after=retry_after)
+                raise self.rate_limited(refused_by, limit, scope, key, which)
+
+    def rate_limited(self, limiter: MovingWindowRateLimiter, limit: RateLimitItem, scope: str,
+                     key: str, which: str) -> DocnumError:
+        retry_after = self._retry_after(limiter, limit, scope, key)
+        return DocnumError("RATE_LIMITED", f"more than {limit} issuing requests {which}; try "
+                                           f"again in {retry_after} s", retry_after=retry_after)
+
+    @staticmethod
+    def admission() -> Admission | None:
+        """This request's budgets, for the front door to count with its claim (None when they
+        were counted already)."""
+        admission = g.get("docnum_admission")
+        return admission if admission is not None and not admission.counted else None
+
+    def settle(self, response: Response) -> Response:
+        """``after_request``: an issuing request answered before the front door counted it
+        (a bad token, an invalid body) is counted now, and answered 429 instead when it is over
+        budget: a flood of bad requests is limited like a flood of good ones."""
+        admission = self.admission()
+        if admission is None:
+            return response
+        try:
+            admission.count_now()
+        except DocnumError as refused:
+            if response.status_code >= 400:
+                return problem_response(refused, request)
+        return response
 
     @staticmethod
     def _retry_after(limiter: MovingWindowRateLimiter, limit: RateLimitItem, scope: str,
@@ -190,5 +264,6 @@ class IssuingRateLimits:
 def init_rate_limits(app: Flask, settings: Settings) -> IssuingRateLimits:
     limits = IssuingRateLimits(settings)
     app.before_request(limits.check)
+    app.after_request(limits.settle)
     app.extensions["docnum_rate_limits"] = limits
     return limits

@@ -11,6 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from docnum.api.frontdoor import Answer
 from docnum.api.http import json_body, json_response, request_actor, services
+from docnum.api.ratelimit import IssuingRateLimits
 from docnum.api.security import current_principal, requires
 from docnum.shared import issuing, metrics
 from docnum.shared.db import is_unreachable, transaction
@@ -59,7 +60,7 @@ def _accept(route: str, mode: str | None = None, *, expect_answer: bool = False)
         return services().frontdoor.accept(
             client=principal.sub, idempotency_key=key, route=route, mode=mode, body=body,
             ctx=ctx, client_ip=actor.client_ip, user_agent=actor.user_agent,
-            expect_answer=expect_answer)
+            expect_answer=expect_answer, admission=IssuingRateLimits.admission())
     except DocnumError as exc:
         if exc.status >= 500:
             _observe_unserved(exc.code)

@@ -334,13 +334,23 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     return loadtest_main(args.rest)
 
 
+def _cores() -> int:
+    """Each shard worker serves all its shards as one batch per transaction: workers beyond the
+    cores only split the batches and compete for the CPU (docs/benchmarks.md)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="docnum", description="Document numbering service")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="API + shard workers + maintenance worker + beat")
-    up.add_argument("--worker-processes", type=int, default=4,
-                    help="shard worker processes; shards are spread over them (default 4)")
+    up.add_argument("--worker-processes", type=int, default=_cores(),
+                    help="shard worker processes; shards are spread over them (default: the "
+                         "CPU cores this process may use)")
     up.set_defaults(func=cmd_up)
 
     api = sub.add_parser("api", help="the HTTP API (gunicorn)")

@@ -471,10 +471,10 @@ class Bench:
     def docnum_up(self, round_no: int, database_url: str, phases: list[str]) -> None:
         port = free_port()
         env = self.docnum_env(database_url, port)
-        up = Managed(f"r{round_no}-docnum-up", [PY, "-m", "docnum.cli.main", "up",
-                                                "--worker-processes",
-                                                str(self.args.worker_processes)],
-                     env, self.run_dir).start()
+        argv = [PY, "-m", "docnum.cli.main", "up"]
+        if self.args.worker_processes:
+            argv += ["--worker-processes", str(self.args.worker_processes)]
+        up = Managed(f"r{round_no}-docnum-up", argv, env, self.run_dir).start()
         url = f"http://127.0.0.1:{port}"
         try:
             if not wait_until(lambda: http_ready(url), 120, "docnum up", [up]):
@@ -539,7 +539,10 @@ class Bench:
             subprocess.run([PY, "-m", "docnum.cli.main", "migrate"], env=direct_env, cwd=REPO,
                            check=True, capture_output=True, timeout=120)
             settings = load_settings(direct_env)
-            for child in build_children(settings.queue_shards, self.args.worker_processes,
+            from docnum.cli.main import _cores
+
+            for child in build_children(settings.queue_shards,
+                                        self.args.worker_processes or _cores(),
                                         with_beat=False):
                 argv = [PY, *child.argv[1:]]  # this checkout's interpreter
                 env = direct_env if child.name == "api" else relay_env
@@ -779,8 +782,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "sizing variables also go to the lock design")
     parser.add_argument("--lock-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for the lock design only (repeatable)")
-    parser.add_argument("--worker-processes", type=int, default=4,
-                        help="docnum up --worker-processes (default 4, its default)")
+    parser.add_argument("--worker-processes", type=int, default=None,
+                        help="docnum up --worker-processes (default: docnum up's own default, "
+                             "the CPU cores)")
     parser.add_argument("--server", default="mysql+mysqldb://root@127.0.0.1:3306",
                         help="MariaDB server URL (databases are created and dropped there)")
     parser.add_argument("--private-mariadb", action="store_true",

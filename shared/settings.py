@@ -50,7 +50,7 @@ class Settings:
     flower_port: int
     visibility_timeout: int = 45
     proxy_hops: int = 0
-    coalesce_inflight: int = 1
+    coalesce_inflight: int = 0
     coalesce_linger_ms: int = 20
     # Seconds a shard worker's ownership lock outlives its last heartbeat (workers/ownership.py).
     shard_owner_ttl: int = 30
@@ -162,7 +162,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         # Messages in flight per shard per API process before requests are held back to
         # coalesce (api/frontdoor/coalescer.py); 0 publishes every request at once.
         # docs/benchmarks.md has the measurements behind the default.
-        coalesce_inflight=_int(env, "DOCNUM_COALESCE_INFLIGHT", 1),
+        coalesce_inflight=_int(env, "DOCNUM_COALESCE_INFLIGHT", 0),
         # After an answer, how long a shard's next batch may wait to fill (busy shards only).
         coalesce_linger_ms=_int(env, "DOCNUM_COALESCE_LINGER_MS", 20),
         shard_owner_ttl=shard_owner_ttl,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import redis
 from celery import Celery
@@ -31,6 +32,9 @@ from docnum.shared.issuing import AllocationRequest
 from docnum.shared.refcache import DbReference, ReferenceCache, Snapshot, load_snapshot
 from docnum.shared.routing import ALLOCATE_TASK, queue_for
 from docnum.shared.settings import Settings
+
+if TYPE_CHECKING:
+    from docnum.api.ratelimit import Admission
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +123,12 @@ class FrontDoor:
     # -- submission -----------------------------------------------------------------------
     def accept(self, *, client: str, idempotency_key: str, route: str, mode: str, body: dict,
                ctx: NumberingContext, client_ip: str | None,
-               user_agent: str | None, expect_answer: bool = False) -> Answer:
+               user_agent: str | None, expect_answer: bool = False,
+               admission: Admission | None = None) -> Answer:
         """Take one issuing request: join an earlier one with the same key, queue it, or (Redis
         down) serve it on the DB-only path. Refusals (codes, config, template fields) raise
-        before anything is queued, and leave no trace of the key."""
+        before anything is queued, and leave no trace of the key. ``admission``: the request's
+        rate-limit budgets, counted in the same round trip as its claim (api/ratelimit.py)."""
         now = SystemClock().now()
         request_id = issuing.request_id_for(client, idempotency_key)
         fingerprint = issuing.fingerprint(f"{route}:{mode}", body)
@@ -138,14 +144,18 @@ class FrontDoor:
                 fingerprint_=fingerprint)
 
         if self.health is not None and not self.health.available():
+            if admission is not None:
+                admission.count_now()
             return self._serve_directly(self._build_from_db(build))
         # The database was seen down by the last probe: refuse before anything is claimed or
         # queued (a queued request would only wait for the outage), unless it is back.
         self.check_database(only_if_seen_down=True)
         try:
-            existing, generation = self.store.claim_with_generation(record)
+            existing, generation = self.store.claim_with_generation(record, admission)
         except BROKER_ERRORS as exc:
             self._redis_down(exc, request_id)
+            if admission is not None:
+                admission.count_now()
             return self._serve_directly(self._build_from_db(build))
         if existing is not None:
             return self._join(existing, build(self._reference(generation)))

@@ -7,8 +7,10 @@ live in the Celery result backend under the request id (``celery-task-meta-<id>`
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import redis
 from celery import Celery
@@ -21,7 +23,39 @@ from docnum.shared.db import transaction
 from docnum.shared.models import RequestRecord
 from docnum.shared.refcache import GENERATION_KEY
 
+if TYPE_CHECKING:
+    from docnum.api.ratelimit import Admission
+
 RESULT_KEY_PREFIX = "celery-task-meta-"
+
+# The moving window of ``limits`` (its acquire_moving_window.lua, amount 1) for every budget,
+# all or none, then the request's claim and the reference generation: ONE round trip.
+# KEYS: budget lists…, request key, generation key.
+# ARGV: now, budget count, (limit, expiry) per budget, record, record TTL.
+ADMIT_SCRIPT = """
+local now = tonumber(ARGV[1])
+local budgets = tonumber(ARGV[2])
+for i = 1, budgets do
+  local limit = tonumber(ARGV[1 + 2 * i])
+  local expiry = tonumber(ARGV[2 + 2 * i])
+  local entry = redis.call('lindex', KEYS[i], limit - 1)
+  if entry and tonumber(entry) >= now - expiry then
+    return {-i, false, false}
+  end
+end
+for i = 1, budgets do
+  local limit = tonumber(ARGV[1 + 2 * i])
+  redis.call('lpush', KEYS[i], now)
+  redis.call('ltrim', KEYS[i], 0, limit - 1)
+  redis.call('expire', KEYS[i], tonumber(ARGV[2 + 2 * i]))
+end
+local claim = KEYS[budgets + 1]
+local tail = 3 + 2 * budgets
+if redis.call('set', claim, ARGV[tail], 'NX', 'EX', ARGV[tail + 1]) then
+  return {1, false, redis.call('get', KEYS[budgets + 2])}
+end
+return {0, redis.call('get', claim), redis.call('get', KEYS[budgets + 2])}
+"""
 
 
 @dataclass(frozen=True)
@@ -43,6 +77,7 @@ class RedisRequestStore:
     def __init__(self, client: redis.Redis, ttl: int) -> None:
         self.redis = client
         self.ttl = ttl
+        self._admit = client.register_script(ADMIT_SCRIPT)
 
     @staticmethod
     def _key(request_id: str) -> str:
@@ -59,9 +94,21 @@ class RedisRequestStore:
             return None
         return Record(**json.loads(current)) if current else None
 
-    def claim_with_generation(self, record: Record) -> tuple[Record | None, object]:
-        """``claim`` plus the reference generation, in the same round trip (the hot path)."""
+    def claim_with_generation(self, record: Record, admission: Admission | None = None,
+                              ) -> tuple[Record | None, object]:
+        """``claim`` plus the reference generation, in the same round trip (the hot path), and
+        with an ``admission`` its rate-limit budgets too (raises the 429 when one is spent)."""
         payload = json.dumps(record.to_dict(), ensure_ascii=False)
+        if admission is not None:
+            keys, args = admission.script_keys_and_args(time.time())
+            status, current, generation = self._admit(
+                keys=[*keys, self._key(record.request_id), GENERATION_KEY],
+                args=[*args, payload, self.ttl])
+            admission.counted = True
+            if status < 0:
+                raise admission.refused(-status)
+            generation = generation or b"0"
+            return (Record(**json.loads(current)) if current else None), generation
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self._key(record.request_id), payload, nx=True, ex=self.ttl)
         pipe.get(self._key(record.request_id))
