@@ -56,6 +56,8 @@ log = logging.getLogger("docnum.ownership")
 
 KEY_PREFIX = "docnum:shard-owner:"
 WANTED_PREFIX = "docnum:shard-wanted:"
+# The shard count the live workers route with; kept alive by their heartbeats.
+SHARD_COUNT_KEY = "docnum:queue-shards"
 REFUSED_EXIT_CODE = 3
 HOME = "home"
 ADOPTED = "adopted"
@@ -95,6 +97,18 @@ class ShardOwned(Exception):
         self.holder = holder
         super().__init__(f"shard {queue} is owned by {holder}; refusing to start a second "
                          f"consumer (see docs/deploy.md)")
+
+
+class ShardCountMismatch(ShardOwned):
+    """Live workers route with another DOCNUM_QUEUE_SHARDS: one counter key would have two
+    queues (and two consumers)."""
+
+    def __init__(self, ours: int, theirs: str) -> None:
+        self.queue = SHARD_COUNT_KEY
+        self.holder = theirs
+        Exception.__init__(self, f"live workers use DOCNUM_QUEUE_SHARDS={theirs}, this worker "
+                                 f"{ours}; refusing to start (every API and worker must use the "
+                                 f"same shard count: see docs/deploy.md)")
 
 
 def owner_key(queue: str) -> str:
@@ -139,6 +153,7 @@ class ShardOwnership:
         self.successor_of = successor_of
         self.stall_timeout = stall_timeout
         self.database_ok = database_ok or (lambda: True)
+        self.shard_count = len(self.all_queues)
         self.stood_down: str | None = None   # why, while this worker holds nothing
         # The consumer holds this while it takes, serves and answers a batch: an adopted
         # shard is handed back only between two batches.
@@ -199,6 +214,7 @@ class ShardOwnership:
         another worker holds one as its home shard. A home shard held by an adopter is asked
         back and taken by the heartbeat once handed over."""
         try:
+            self._agree_on_shard_count()
             for queue in self.home:
                 if self._take(queue, HOME):
                     continue
@@ -222,6 +238,17 @@ class ShardOwnership:
         except BaseException:
             self.release()
             raise
+
+    def _agree_on_shard_count(self) -> None:
+        ours = str(self.shard_count)
+        if self.redis.set(SHARD_COUNT_KEY, ours, nx=True, ex=self.ttl):
+            return
+        theirs = self.redis.get(SHARD_COUNT_KEY)
+        theirs = theirs.decode() if isinstance(theirs, bytes) else theirs
+        if theirs is None:
+            self.redis.set(SHARD_COUNT_KEY, ours, nx=True, ex=self.ttl)
+        elif theirs != ours:
+            raise ShardCountMismatch(self.shard_count, theirs)
 
     def _ask_back(self, queue: str) -> None:
         self.redis.set(wanted_key(queue), self.holder, ex=self.ttl)
@@ -266,6 +293,9 @@ class ShardOwnership:
         """Extend every key; retake one that vanished. The shards lost to another worker, with
         their new holder."""
         lost: list[tuple[str, str | None]] = []
+        # Live workers keep the shard count alive; with all of them stopped (to change it) it
+        # expires within a TTL.
+        self.redis.set(SHARD_COUNT_KEY, str(self.shard_count), ex=self.ttl)
         with self._lock:
             held = dict(self._held)
         for queue, role in held.items():

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from docnum.shared.routing import shard_for
 from docnum.shared.settings import load_settings
 from docnum.workers import ownership as ownership_module
 from docnum.workers.ownership import (
@@ -49,10 +50,11 @@ class Workers:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, name: str, shards: str) -> subprocess.Popen:
+    def start(self, name: str, shards: str, **env: str) -> subprocess.Popen:
         proc = subprocess.Popen(
             [sys.executable, "-m", "docnum.cli.main", "worker", "--shards", shards, "--loglevel",
-             "warning"], env=self.env, stdout=(self.tmp_path / f"{name}.out").open("wb"),
+             "warning"], env=dict(self.env, **env),
+            stdout=(self.tmp_path / f"{name}.out").open("wb"),
             stderr=(self.tmp_path / f"{name}.err").open("wb"))
         proc.name = name  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -139,6 +141,45 @@ def test_second_worker_on_an_owned_shard_is_refused(database_url, broker,
     print(f"\nsecond consumer refused in {refused_in:.1f} s (process start included); "
           f"a SIGKILLed owner's key expired {expired_after:.1f} s after the kill "
           f"(TTL {TTL_S} s)")
+
+
+def test_two_hosts_share_the_shards_and_agree_on_their_count(database_url, broker, tmp_path,
+                                                             seed, token):
+    """Scale-out: each "host" runs a worker for its own shards; both serve the load they are
+    sent, every shard has one owner, and a worker started with another DOCNUM_QUEUE_SHARDS
+    (routing the same counter to another queue) is refused."""
+    from docnum.api.app import create_app
+    from tests.conftest import BASE, letter, make_settings
+
+    client = redis.Redis.from_url(broker[0])
+    workers = Workers(database_url, broker, tmp_path)
+    four = {"DOCNUM_QUEUE_SHARDS": "4"}
+    seed()
+    try:
+        host_a = workers.start("host-a", "0,1", **four)
+        host_b = workers.start("host-b", "2,3", **four)
+        wait_for(lambda: _owns(client, host_a, 0, 1) and _owns(client, host_b, 2, 3),
+                 timeout=20, message="each host's worker to own its shards")
+        settings = make_settings(database_url, broker[0], broker[1], tmp_path / "api")
+        api = create_app(settings).test_client()
+        headers = {"Authorization": f"Bearer {token('scale')}"}
+        bodies = [letter(originator=o, recipient=r) for o in ("คคง.", "TEAM-A", "TEAM-B")
+                  for r in ("สคฉ.3", "ผรม.1")]
+        answers = [api.post(f"{BASE}/generate?timeout=20", json=body,
+                            headers=dict(headers, **{"Idempotency-Key": f"scale-{i}"}))
+                   for i, body in enumerate(bodies * 4)]
+        assert [a.status_code for a in answers] == [201] * len(answers)
+        assert len({a.json["document_number"] for a in answers}) == len(answers)
+        shards = {int(s.rsplit(".", 1)[1]) for s in
+                  (f"docnum.shard.{shard_for(a.json['counter_key'], 4)}" for a in answers)}
+        assert shards & {0, 1} and shards & {2, 3}, "the load must reach both hosts"
+
+        eight = workers.start("misconfigured", "5", DOCNUM_QUEUE_SHARDS="8")
+        assert eight.wait(20) == REFUSED_EXIT_CODE, workers.stderr(eight)
+        assert "live workers use DOCNUM_QUEUE_SHARDS=4, this worker 8" in workers.stderr(eight)
+        assert host_a.poll() is None and host_b.poll() is None
+    finally:
+        workers.stop_all()
 
 
 def _ownership(client: redis.Redis, home: list[str], holder: str, **kwargs: object
