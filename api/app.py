@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from docnum.api.contract import BASE, init_contract
 from docnum.api.frontdoor import FrontDoor, RedisHealth
 from docnum.api.problems import problem_response
 from docnum.api.request_store import RedisRequestStore, SqlRequestStore
@@ -25,7 +26,6 @@ from docnum.workers.celery_app import make_celery
 
 log = logging.getLogger(__name__)
 
-BASE = "/api/v1/document-numbering"
 MAX_BODY_BYTES = 1024 * 1024
 
 _HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "FORBIDDEN", 404: "NOT_FOUND",
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
     )
     from docnum.api.ratelimit import init_rate_limits
 
+    init_contract(app)
     app.register_blueprint(routes_health.bp)
     app.register_blueprint(routes_issuing.bp, url_prefix=BASE)
     app.register_blueprint(routes_reference.bp, url_prefix=BASE)

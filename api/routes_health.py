@@ -7,6 +7,7 @@ from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from docnum.api.contract import BASE, PUBLIC, Answers, contract, openapi_document
 from docnum.api.http import json_response, services
 from docnum.api.metrics_collectors import (
     BrokerDown,
@@ -15,8 +16,8 @@ from docnum.api.metrics_collectors import (
     queue_depth_source,
     scrape_registry,
 )
-from docnum.api.openapi import openapi_document
 from docnum.shared import maintenance, metrics
+from docnum.shared.schemas import Health, OpenAPIDocument, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,10 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz():
+@contract.validate(resp=Answers(HTTP_200=(Health, "The process answers")), security=PUBLIC,
+                   operation_id="healthz", tags=["health"])
+def healthz() -> Response:
+    """Liveness."""
     return json_response({"status": "ok"})
 
 
@@ -57,7 +61,11 @@ def _check_redis() -> bool | None:
 
 
 @bp.get("/readyz")
-def readyz():
+@contract.validate(resp=Answers(HTTP_200=(Readiness, "Ready"),
+                                HTTP_503=(Readiness, "The database is down")),
+                   security=PUBLIC, operation_id="readyz", tags=["health"])
+def readyz() -> Response:
+    """Readiness: the database, the broker and the result backend."""
     database = _check_database()
     # What a load balancer's probe saw helps the front door answer 503 during an outage.
     services().frontdoor.db_probe.observe(database)
@@ -85,7 +93,11 @@ def _refresh_utilization() -> None:
 
 
 @bp.get("/metrics")
-def metrics_endpoint():
+@contract.validate(resp=Answers(text={200: "Prometheus text exposition format"},
+                                problems=(500,)),
+                   security=PUBLIC, operation_id="metrics", tags=["health"])
+def metrics_endpoint() -> Response:
+    """Prometheus metrics (docs/operations.md)."""
     svc = services()
     redis_ok = _check_redis()
     if redis_ok is None:
@@ -103,6 +115,9 @@ def metrics_endpoint():
                     content_type=CONTENT_TYPE_LATEST)
 
 
-@bp.get("/api/v1/document-numbering/openapi.json")
-def openapi():
+@bp.get(f"{BASE}/openapi.json")
+@contract.validate(resp=Answers(HTTP_200=(OpenAPIDocument, "OpenAPI 3.1")), security=PUBLIC,
+                   operation_id="openapi", tags=["health"])
+def openapi() -> Response:
+    """This document."""
     return json_response(openapi_document())

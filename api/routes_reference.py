@@ -1,51 +1,67 @@
 """Reference data: the catalog (docs/reference.md#reference-catalog) and numbering configs (docs/reference.md#numbering-configs)."""
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint, Response
 
-from docnum.api.http import (
-    int_cursor,
-    json_body,
-    json_response,
-    page,
-    page_params,
-    request_actor,
-    services,
-)
+from docnum.api.contract import JSON_BODY, PARAMETERS, SIGNED_IN, Answers, contract
+from docnum.api.http import json_response, page, request_actor, services
 from docnum.api.security import requires
 from docnum.shared import catalog, configs
 from docnum.shared.audit import write_audit
 from docnum.shared.db import transaction
-from docnum.shared.errors import DocnumError
+from docnum.shared.schemas import (
+    CatalogEntry,
+    CatalogEntryWrite,
+    CatalogPage,
+    Config,
+    ConfigCreate,
+    ConfigHistoryPage,
+    ConfigListQuery,
+    ConfigPage,
+    ConfigUpdate,
+    IdPage,
+    Page,
+)
 
 bp = Blueprint("reference", __name__)
 
+LIST = (*SIGNED_IN, *PARAMETERS)
 
-@bp.get("/catalog/<kind>")
+
+@bp.get("/catalog/<kind:kind>")
 @requires("correspondence.read")
-def list_catalog(kind: str):
-    cursor, limit = page_params()
+@contract.validate(resp=Answers(HTTP_200=(CatalogPage, "Entries in code order"),
+                                problems=(*LIST, 404)),
+                   operation_id="listCatalog", tags=["reference"])
+def list_catalog(kind: str, query: Page) -> Response:
+    """List the catalog entries of a kind."""
     with transaction(services().read_engine) as session:
-        entries = catalog.list_entries(session, kind, cursor, limit + 1)
-    return json_response(page(entries, limit, key=lambda e: e["code"]))
+        entries = catalog.list_entries(session, kind, query.cursor, query.limit + 1)
+    return json_response(page(entries, query.limit, key=lambda e: e["code"]))
 
 
-@bp.get("/catalog/<kind>/<code>")
+@bp.get("/catalog/<kind:kind>/<code:code>")
 @requires("correspondence.read")
-def get_catalog_entry(kind: str, code: str):
+@contract.validate(resp=Answers(HTTP_200=CatalogEntry, problems=(*SIGNED_IN, 404)),
+                   operation_id="getCatalogEntry", tags=["reference"])
+def get_catalog_entry(kind: str, code: str) -> Response:
+    """Get a catalog entry."""
     with transaction(services().read_engine) as session:
         return json_response(catalog.get_entry(session, kind, code).to_dict())
 
 
-@bp.put("/catalog/<kind>/<code>")
+@bp.put("/catalog/<kind:kind>/<code:code>")
 @requires("system.manage_settings")
-def put_catalog_entry(kind: str, code: str):
-    body = json_body()
+@contract.validate(resp=Answers(HTTP_200=(CatalogEntry, "Updated"),
+                                HTTP_201=(CatalogEntry, "Created"),
+                                problems=(*SIGNED_IN, *JSON_BODY, 404)),
+                   operation_id="putCatalogEntry", tags=["reference"])
+def put_catalog_entry(kind: str, code: str, json: CatalogEntryWrite) -> Response:
+    """Create or update a catalog entry."""
     svc = services()
     now = svc.clock.now()
     with transaction(svc.engine) as session:
-        before, after = catalog.put_entry(session, kind, code, body.get("name"),
-                                          body.get("active", True), now)
+        before, after = catalog.put_entry(session, kind, code, json.name, json.active, now)
         write_audit(session, "CATALOG_CHANGE", request_actor(), now,
                     before=before.to_dict() if before else None, after=after.to_dict())
     svc.frontdoor.bump_reference_generation()
@@ -54,13 +70,16 @@ def put_catalog_entry(kind: str, code: str):
 
 @bp.post("/configs")
 @requires("system.manage_settings")
-def create_config():
-    body = json_body()
+@contract.validate(resp=Answers(HTTP_201=(Config, "Created at version 1"),
+                                problems=(*SIGNED_IN, *JSON_BODY, 409)),
+                   operation_id="createConfig", tags=["reference"])
+def create_config(json: ConfigCreate) -> Response:
+    """Create a numbering config for a project (and optionally a correspondence type)."""
     svc = services()
     now = svc.clock.now()
     actor = request_actor()
     with transaction(svc.engine) as session:
-        config = configs.create_config(session, body, actor.sub, now)
+        config = configs.create_config(session, json, actor.sub, now)
         write_audit(session, "CONFIG_CREATE", actor, now, after=config.to_dict())
     svc.frontdoor.bump_reference_generation()
     return json_response(config.to_dict(), 201)
@@ -68,45 +87,48 @@ def create_config():
 
 @bp.get("/configs")
 @requires("system.manage_settings")
-def list_configs():
-    cursor, limit = page_params()
+@contract.validate(resp=Answers(HTTP_200=(ConfigPage, "Configs in id order"), problems=LIST),
+                   operation_id="listConfigs", tags=["reference"])
+def list_configs(query: ConfigListQuery) -> Response:
+    """List numbering configs."""
     with transaction(services().read_engine) as session:
-        items = configs.list_configs(session, request.args.get("project"), int_cursor(cursor),
-                                     limit + 1)
-    return json_response(page(items, limit, key=lambda c: c["id"]))
+        items = configs.list_configs(session, query.project, query.after_id(), query.limit + 1)
+    return json_response(page(items, query.limit, key=lambda c: c["id"]))
 
 
-def _config_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
-        raise DocnumError("NOT_FOUND", f"no config {raw}")
-    return int(raw)
-
-
-@bp.get("/configs/<config_id>")
+@bp.get("/configs/<id:config_id>")
 @requires("system.manage_settings")
-def get_config(config_id: str):
+@contract.validate(resp=Answers(HTTP_200=Config, problems=(*SIGNED_IN, 404)),
+                   operation_id="getConfig", tags=["reference"])
+def get_config(config_id: int) -> Response:
+    """Get a numbering config."""
     with transaction(services().read_engine) as session:
-        return json_response(configs.get_config(session, _config_id(config_id)).to_dict())
+        return json_response(configs.get_config(session, config_id).to_dict())
 
 
-@bp.put("/configs/<config_id>")
+@bp.put("/configs/<id:config_id>")
 @requires("system.manage_settings")
-def update_config(config_id: str):
-    body = json_body()
+@contract.validate(resp=Answers(HTTP_200=(Config, "Changed: version + 1"),
+                                problems=(*SIGNED_IN, *JSON_BODY, 404, 409)),
+                   operation_id="updateConfig", tags=["reference"])
+def update_config(config_id: int, json: ConfigUpdate) -> Response:
+    """Change a config (version + 1); numbers already issued are never touched."""
     svc = services()
     now = svc.clock.now()
     actor = request_actor()
     with transaction(svc.engine) as session:
-        _, after = configs.update_config_audited(session, _config_id(config_id), body, actor, now)
+        _, after = configs.update_config_audited(session, config_id, json, actor, now)
     svc.frontdoor.bump_reference_generation()
     return json_response(after.to_dict())
 
 
-@bp.get("/configs/<config_id>/history")
+@bp.get("/configs/<id:config_id>/history")
 @requires("system.manage_settings")
-def config_history(config_id: str):
-    cursor, limit = page_params()
+@contract.validate(resp=Answers(HTTP_200=(ConfigHistoryPage, "Versions, oldest first"),
+                                problems=(*LIST, 404)),
+                   operation_id="configHistory", tags=["reference"])
+def config_history(config_id: int, query: IdPage) -> Response:
+    """Versions of a config."""
     with transaction(services().read_engine) as session:
-        items = configs.config_history(session, _config_id(config_id), int_cursor(cursor),
-                                       limit + 1)
-    return json_response(page(items, limit, key=lambda h: h["version"]))
+        items = configs.config_history(session, config_id, query.after_id(), query.limit + 1)
+    return json_response(page(items, query.limit, key=lambda h: h["version"]))

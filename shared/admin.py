@@ -13,8 +13,8 @@ import csv
 import io
 import logging
 import time
-import unicodedata
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -33,7 +33,7 @@ from docnum.shared.context import FIELD_KIND, NumberingContext
 from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError, FieldError, validation_failed
 from docnum.shared.ledger import issued_number
-from docnum.shared.lifecycle import check_reason, write_transaction
+from docnum.shared.lifecycle import write_transaction
 from docnum.shared.models import (
     AuditRow,
     CatalogEntry,
@@ -43,37 +43,20 @@ from docnum.shared.models import (
     ResetRequest,
 )
 from docnum.shared.reports import config_shapes, key_belongs_to
+from docnum.shared.schemas import (
+    ManualOverride,
+    ResetCounter,
+    as_model,
+    number_problem,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_NUMBER = templates.MAX_NUMBER_LENGTH
-OVERRIDE_REASON_MIN = 10
-RESET_REASON_MIN = 20
 APPROVALS_NEEDED = 2
 _IMPORT_NAMESPACE = uuid.UUID("1b0e5d5c-7c1e-5b6a-8f3e-6a0d2c9b4e21")
 
 
 # --------------------------------------------------------------------------- numbers
-
-def number_problem(value: object) -> DocnumError | None:
-    """Why a number given by a person (override, import) cannot go in the ledger, or None.
-
-    1-50 characters (the longest number a template may render), no spaces or control
-    characters: what a rendered number could look like, so it prints and compares cleanly.
-    """
-    if not isinstance(value, str) or value == "":
-        return validation_failed("document_number", "is required")
-    if len(value) > MAX_NUMBER:
-        return DocnumError("NUMBER_LENGTH",
-                           f"document number is {len(value)} characters long; at most "
-                           f"{MAX_NUMBER} are allowed",
-                           errors=[FieldError("document_number", "too long")])
-    for ch in value:
-        if ch.isspace() or unicodedata.category(ch)[0] in "CZ":
-            return validation_failed("document_number",
-                                     f"character {ch!r} (U+{ord(ch):04X}) is not allowed")
-    return None
-
 
 def _period_day(config: ConfigView, parts: dict[str, Any], fallback: date | None) -> date:
     """A day inside the period the number itself shows (its year, month or fiscal year)."""
@@ -154,18 +137,14 @@ class OverrideRequest:
     fit: tuple[str, int] | None  # (counter key, sequence) when the number fits the template
 
 
-def check_override(session: Session, body: dict,
-                   minimum_reason: int = OVERRIDE_REASON_MIN) -> OverrideRequest:
+def check_override(session: Session, body: ManualOverride | Mapping[str, Any]) -> OverrideRequest:
     """The checks a manual override and the console's preview of one share."""
-    ctx = issuing.parse_context(body)
-    number = body.get("document_number")
-    problem = number_problem(number)
-    if problem:
-        raise problem
-    reason = check_reason(body.get("reason"), minimum=minimum_reason)
+    request = as_model(ManualOverride, body)
+    ctx = request.to_context()
     check_context_codes(session, ctx)
     config = resolve_config(session, ctx.project, ctx.correspondence_type)
-    return OverrideRequest(ctx, number, reason, config, fit_number(config, ctx, number))
+    return OverrideRequest(ctx, request.document_number, request.reason, config,
+                           fit_number(config, ctx, request.document_number))
 
 
 def refuse_taken_number(session: Session, project: str, number: str) -> None:
@@ -183,8 +162,8 @@ def refuse_held_sequence(session: Session, fit: tuple[str, int]) -> None:
                                               f"held by {holder}")
 
 
-def manual_override(engine: Engine, body: dict, actor: Actor, clock: Clock,
-                    timezone: str) -> dict:
+def manual_override(engine: Engine, body: ManualOverride | Mapping[str, Any], actor: Actor,
+                    clock: Clock, timezone: str) -> dict:
     """Register a legacy or corrected number as CONFIRMED, source MANUAL."""
     with transaction(engine) as session:
         checked = check_override(session, body)
@@ -684,15 +663,10 @@ def _floor_error(counter_key: str, new_last: int, floor: int) -> DocnumError:
                        extra={"floor": floor})
 
 
-def request_reset(engine: Engine, config_id: int, body: dict, actor: Actor,
-                  clock: Clock) -> dict:
-    key = body.get("counter_key")
-    if not isinstance(key, str) or not key:
-        raise validation_failed("counter_key", "is required")
-    new_last = body.get("new_last_sequence")
-    if isinstance(new_last, bool) or not isinstance(new_last, int) or new_last < 0:
-        raise validation_failed("new_last_sequence", "must be a whole number >= 0")
-    reason = check_reason(body.get("reason"), minimum=RESET_REASON_MIN)
+def request_reset(engine: Engine, config_id: int, body: ResetCounter | Mapping[str, Any],
+                  actor: Actor, clock: Clock) -> dict:
+    request = as_model(ResetCounter, body)
+    key, new_last, reason = request.counter_key, request.new_last_sequence, request.reason
 
     def work(session: Session) -> dict:
         config = get_config(session, config_id)
@@ -801,13 +775,8 @@ def _execute(session: Session, row: ResetRequest, approvals: list[ResetApproval]
     return None
 
 
-RESET_STATUSES = ("PENDING_APPROVAL", "EXECUTED", "FAILED")
-
-
 def list_resets(session: Session, status: str | None, after_id: int | None,
                 limit: int) -> list[dict]:
-    if status is not None and status not in RESET_STATUSES:
-        raise validation_failed("status", f"must be one of {', '.join(RESET_STATUSES)}")
     stmt = select(ResetRequest)
     if status is not None:
         stmt = stmt.where(ResetRequest.status == status)

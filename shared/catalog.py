@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,25 +13,7 @@ from sqlalchemy.orm import Session
 from docnum.shared.context import FIELD_KIND, NumberingContext
 from docnum.shared.errors import DocnumError, FieldError, validation_failed
 from docnum.shared.models import CatalogEntry
-
-KINDS = ("project", "organization", "correspondence_type", "sub_type", "rfa_type", "discipline")
-_CODE_PUNCTUATION = {".", "-", "_"}
-
-
-def code_problem(code: object) -> str | None:
-    """Why ``code`` is not a valid catalog code, or None. Letters, marks, digits and . - _ only."""
-    if not isinstance(code, str):
-        return "must be a string"
-    if not 1 <= len(code) <= 30:
-        return "must be 1-30 characters"
-    for index, char in enumerate(code):
-        category = unicodedata.category(char)
-        if not (category[0] in "LM" or category == "Nd" or char in _CODE_PUNCTUATION):
-            return (f"character {char!r} (U+{ord(char):04X}) at position {index} is not allowed; "
-                    "use letters, marks, digits and . - _")
-    if unicodedata.category(code[0])[0] == "M":
-        return "must not start with a combining mark"
-    return None
+from docnum.shared.schemas import KINDS, CatalogEntryWrite, code_problem, parse
 
 
 def check_kind(kind: str) -> None:
@@ -80,12 +61,8 @@ def put_entry(session: Session, kind: str, code: str, name: object, active: obje
     problem = code_problem(code)
     if problem:
         raise validation_failed("code", problem)
-    if not isinstance(name, str) or not name.strip() or len(name) > 255 \
-            or not name.isprintable():  # no control, bidi-override or unpaired surrogate chars
-        raise validation_failed("name", "must be non-empty printable text of at most 255 "
-                                        "characters")
-    if not isinstance(active, bool):
-        raise validation_failed("active", "must be true or false")
+    entry = parse(CatalogEntryWrite, {"name": name, "active": active})
+    name, active = entry.name, entry.active
     row = session.scalar(select(CatalogEntry).where(CatalogEntry.kind == kind,
                                                     CatalogEntry.code == code).with_for_update())
     before = _entry(row) if row else None

@@ -194,11 +194,11 @@ def replacement_chain(session: Session, project: str, number: str) -> list[dict]
     return chain if len(chain) > 1 else []
 
 
-def override_plan(session: Session, body: dict, minimum_reason: int) -> dict:
+def override_plan(session: Session, body: dict) -> dict:
     """What a manual override of ``body`` would do, checked as ``admin.manual_override``
     checks it, without writing: the context, whether the number fits the resolved template,
     and the counter it would raise."""
-    checked = check_override(session, body, minimum_reason)
+    checked = check_override(session, body)
     fit = checked.fit
     plan = {"document_number": checked.number, "reason": checked.reason,
             "context": checked.ctx.to_dict(), "config_id": checked.config.id,

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
@@ -34,12 +34,12 @@ from docnum.shared.db import is_retryable, is_unreachable, service_busy, transac
 from docnum.shared.errors import DocnumError, validation_failed
 from docnum.shared.ledger import issued_number
 from docnum.shared.models import AuditRow, IssuedNumber
+from docnum.shared.schemas import VoidAndReplace, as_model
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_REASON = 1000
 MAX_ATTEMPTS = 5
 EXPIRE_BATCH = 500
 
@@ -74,22 +74,6 @@ def write_transaction(engine: Engine, work: Callable[[Session], T], *,
         time.sleep(min(0.05 * 2 ** attempt, 1.0))
 
 
-def check_reason(value: object, field: str = "reason", minimum: int = 1) -> str:
-    if not isinstance(value, str) or len(value.strip()) < minimum:
-        what = "is required" if minimum <= 1 else f"is required, at least {minimum} characters"
-        raise validation_failed(field, what)
-    if len(value) > MAX_REASON or not value.isprintable():
-        raise validation_failed(field, f"must be printable text of at most {MAX_REASON} "
-                                       "characters")
-    return value.strip()
-
-
-def _check_token(value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > 64:
-        raise validation_failed("token", "is required: the reservation token from /reserve")
-    return value
-
-
 def _lock_by_token(session: Session, token: str) -> IssuedNumber:
     # reservation_token is unique: the locking read takes a record lock on that row only.
     row = session.scalar(select(IssuedNumber).where(IssuedNumber.reservation_token == token)
@@ -122,13 +106,11 @@ def _transition(row: IssuedNumber, state: str, actor: Actor, now: datetime,
 
 # --------------------------------------------------------------------------- confirm / cancel
 
-def confirm(engine: Engine, token: object, document_ref: object, actor: Actor,
+def confirm(engine: Engine, token: str, document_ref: str | None, actor: Actor,
             clock: Clock) -> dict:
-    """RESERVED → CONFIRMED. Confirming a confirmed reservation again answers the same number."""
-    token = _check_token(token)
-    if document_ref is not None and (not isinstance(document_ref, str) or len(document_ref) > 255
-                                     or not document_ref.isprintable()):
-        raise validation_failed("document_ref", "must be printable text of at most 255 characters")
+    """RESERVED → CONFIRMED. Confirming a confirmed reservation again answers the same number.
+
+    ``token`` and ``document_ref`` are a validated ``schemas.Confirm``'s."""
 
     def work(session: Session) -> dict:
         row = _lock_by_token(session, token)
@@ -156,10 +138,10 @@ def confirm(engine: Engine, token: object, document_ref: object, actor: Actor,
     return write_transaction(engine, work)
 
 
-def cancel(engine: Engine, token: object, reason: object, actor: Actor, clock: Clock) -> dict:
-    """RESERVED → CANCELLED with a reason; the number stays in the ledger, never reused."""
-    token = _check_token(token)
-    reason = check_reason(reason)
+def cancel(engine: Engine, token: str, reason: str, actor: Actor, clock: Clock) -> dict:
+    """RESERVED → CANCELLED with a reason; the number stays in the ledger, never reused.
+
+    ``token`` and ``reason`` are a validated ``schemas.Cancel``'s."""
 
     def work(session: Session) -> dict:
         row = _lock_by_token(session, token)
@@ -246,33 +228,23 @@ class _VoidPlan:
     day: date | None = None
 
 
-def void_and_replace(engine: Engine, body: dict, actor: Actor, clock: Clock,
-                     timezone: str) -> dict:
+def void_and_replace(engine: Engine, body: VoidAndReplace | Mapping[str, Any], actor: Actor,
+                     clock: Clock, timezone: str) -> dict:
     """Void a CONFIRMED number and, when asked, issue its replacement in the same transaction.
 
     The replacement is numbered by the allocator inside the void's transaction, on the counter
     of the original context (same codes, same document date or the day it was issued, so the
     same period) or of ``context`` when one is given. Either both happen or neither does.
     """
-    number = body.get("document_number")
-    if not isinstance(number, str) or not number or len(number) > 64:
-        raise validation_failed("document_number", "is required")
-    reason = check_reason(body.get("reason"))
-    replace = body.get("replace", False)
-    if not isinstance(replace, bool):
-        raise validation_failed("replace", "must be true or false")
-    project = body.get("project")
-    if project is not None and not isinstance(project, str):
-        raise validation_failed("project", "must be a project code")
-    if body.get("context") is not None and not replace:
-        raise validation_failed("context", "is only used with replace: true")
-    plan = _plan_void(engine, number, project, replace, reason, body.get("context"), clock,
-                      timezone)
+    request = as_model(VoidAndReplace, body)
+    context = request.context.to_context() if request.context is not None else None
+    plan = _plan_void(engine, request.document_number, request.project, request.replace,
+                      request.reason, context, clock, timezone)
     return write_transaction(engine, lambda session: _void(session, plan, actor, clock))
 
 
 def _plan_void(engine: Engine, number: str, project: str | None, replace: bool, reason: str,
-               context: object, clock: Clock, timezone: str) -> _VoidPlan:
+               context: NumberingContext | None, clock: Clock, timezone: str) -> _VoidPlan:
     """Read-only preparation: which row, and where the replacement goes (codes, config, key)."""
     with transaction(engine) as session:
         query = select(IssuedNumber).where(IssuedNumber.document_number == number)
@@ -290,7 +262,7 @@ def _plan_void(engine: Engine, number: str, project: str | None, replace: bool, 
         if not replace:
             return plan
         if context is not None:
-            ctx = issuing.parse_context(context)
+            ctx = context
             if ctx.project != row.project:
                 raise validation_failed("project", f"the replacement context must stay in "
                                                    f"{row.project}, the project of {number}")
@@ -366,5 +338,5 @@ def _void(session: Session, plan: _VoidPlan, actor: Actor, clock: Clock) -> dict
     return out
 
 
-__all__ = ["cancel", "check_reason", "confirm", "expire_overdue", "void_and_replace",
+__all__ = ["cancel", "confirm", "expire_overdue", "void_and_replace",
            "write_transaction"]

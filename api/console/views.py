@@ -28,6 +28,7 @@ from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError, TemplateInvalid, validation_failed
 from docnum.shared.lookup import number_details
 from docnum.shared.preview import preview_numbers
+from docnum.shared.schemas import VoidAndReplace, parse
 
 MANAGE = "system.manage_settings"
 PREVIEW_COUNT = 3
@@ -310,7 +311,7 @@ def void():
     values = {"void": dict(request.form)}
     if request.form.get("confirm") != "yes":
         try:
-            lifecycle.check_reason(body["reason"])
+            parse(VoidAndReplace, body)
             with transaction(svc.read_engine) as session_:
                 details = number_details(session_, body["document_number"], body.get("project"))
             if details["state"] != "CONFIRMED":
@@ -350,7 +351,7 @@ def override():
     if request.form.get("confirm") != "yes":
         try:
             with transaction(svc.read_engine) as session_:
-                plan = console.override_plan(session_, body, admin.OVERRIDE_REASON_MIN)
+                plan = console.override_plan(session_, body)
         except DocnumError as exc:
             return _admin(("override", _problem(exc)), values, exc.status)
         return render_template("console/admin_confirm.html", section="admin",
