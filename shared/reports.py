@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from docnum.shared.clock import iso, to_db
 from docnum.shared.configs import ConfigView, resolve_config
 from docnum.shared.context import DIMENSIONS
-from docnum.shared.errors import DocnumError, validation_failed
+from docnum.shared.errors import DocnumError
 from docnum.shared.ledger import audit_dict
 from docnum.shared.models import AuditArchiveRow, AuditRow, ConfigHistory, Counter, IssuedNumber
 from docnum.shared.schemas import AuditFilters, parse
@@ -156,8 +156,7 @@ def _type_shapes(session: Session, project: str | None,
                  correspondence_type: str | None) -> set[tuple] | None:
     if correspondence_type is None:
         return None
-    if project is None:
-        raise validation_failed("project", "is required when filtering by correspondence_type")
+    assert project is not None, "schemas.CounterListQuery: correspondence_type needs project"
     return config_shapes(session, resolve_config(session, project, correspondence_type))
 
 

@@ -134,12 +134,13 @@ def problem_of(model: type[Schema], exc: ValidationError) -> DocnumError:
     else 422 ``VALIDATION_FAILED``; ``errors`` lists each field that failed."""
     codes: dict[str, ProblemCode] = getattr(model, "problem_codes", {})
     found: list[tuple[ProblemCode, FieldError]] = []
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in exc.errors(include_url=False):
         field = _field_of(error)
         kind = error["type"]
         code = ProblemCode(kind) if kind in ProblemCode.__members__ else \
             codes.get(field, ProblemCode.VALIDATION_FAILED)
-        found.append((code, FieldError(field, error["msg"])))
+        absent = kind == "missing" or (kind.endswith("_type") and error.get("input") is None)
+        found.append((code, FieldError(field, "is required" if absent else error["msg"])))
     code = next((c for c, _ in found if c != ProblemCode.VALIDATION_FAILED),
                 ProblemCode.VALIDATION_FAILED)
     errors = [e for c, e in found if c == code]
