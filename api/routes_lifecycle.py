@@ -1,4 +1,5 @@
-"""Two-phase issue: POST /confirm and POST /cancel a reservation (docs/reference.md#post-confirm)."""
+"""Two-phase issue: POST /confirm and POST /cancel a reservation
+(docs/reference.md#post-confirm)."""
 from __future__ import annotations
 
 from flask import Blueprint, Response

@@ -1,4 +1,5 @@
-"""Reference data: the catalog (docs/reference.md#reference-catalog) and numbering configs (docs/reference.md#numbering-configs)."""
+"""Reference data: the catalog (docs/reference.md#reference-catalog) and numbering configs
+(docs/reference.md#numbering-configs)."""
 from __future__ import annotations
 
 from flask import Blueprint, Response
