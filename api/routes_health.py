@@ -25,7 +25,8 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-@contract.validate(resp=Answers(HTTP_200=(Health, "The process answers")), security=PUBLIC,
+@contract.validate(resp=Answers(HTTP_200=(Health, "The process answers"), problems=(500,)),
+                   security=PUBLIC,
                    operation_id="healthz", tags=["health"])
 def healthz() -> Response:
     """Liveness."""
@@ -62,7 +63,8 @@ def _check_redis() -> bool | None:
 
 @bp.get("/readyz")
 @contract.validate(resp=Answers(HTTP_200=(Readiness, "Ready"),
-                                HTTP_503=(Readiness, "The database is down")),
+                                HTTP_503=(Readiness, "The database is down"),
+                                problems=(500,)),
                    security=PUBLIC, operation_id="readyz", tags=["health"])
 def readyz() -> Response:
     """Readiness: the database, the broker and the result backend."""
@@ -116,7 +118,8 @@ def metrics_endpoint() -> Response:
 
 
 @bp.get(f"{BASE}/openapi.json")
-@contract.validate(resp=Answers(HTTP_200=(OpenAPIDocument, "OpenAPI 3.1")), security=PUBLIC,
+@contract.validate(resp=Answers(HTTP_200=(OpenAPIDocument, "OpenAPI 3.1"), problems=(500,)),
+                   security=PUBLIC,
                    operation_id="openapi", tags=["health"])
 def openapi() -> Response:
     """This document."""

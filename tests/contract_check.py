@@ -25,6 +25,19 @@ DOCUMENTED_PREFIXES = (BASE, "/healthz", "/readyz", "/metrics")
 CONFIG = Config(extra_media_type_deserializers={"application/problem+json": json.loads})
 
 
+_SPECS: dict[int, tuple[dict, OpenAPI]] = {}  # per document (each app builds its own once)
+_SPECS_LOCK = threading.Lock()
+
+
+def _spec_of(document: dict) -> OpenAPI:
+    """openapi-core's reading of a document, built once per process (it takes about a second)."""
+    with _SPECS_LOCK:
+        known = _SPECS.get(id(document))
+        if known is None or known[0] is not document:
+            known = _SPECS[id(document)] = (document, OpenAPI.from_dict(document, config=CONFIG))
+        return known[1]
+
+
 def _explain(exc: BaseException) -> str:
     """The error and openapi-core's schema errors, in one line."""
     parts = [f"{type(exc).__name__}"]
@@ -54,16 +67,10 @@ class ContractCheck:
         self.checked = 0
         self.undocumented = 0
         self.failures: list[str] = []
-        self._specs: dict[int, OpenAPI] = {}
         self._lock = threading.Lock()
 
     def _spec(self) -> OpenAPI:
-        document = openapi_document()
-        with self._lock:
-            spec = self._specs.get(id(document))
-            if spec is None:
-                spec = self._specs[id(document)] = OpenAPI.from_dict(document, config=CONFIG)
-            return spec
+        return _spec_of(openapi_document())
 
     def observe(self, sender: Flask, response: Response, **_: Any) -> None:
         if not request.path.startswith(DOCUMENTED_PREFIXES) or response.is_streamed:
