@@ -192,7 +192,8 @@ def client(app):
 
 @pytest.fixture(autouse=True)
 def answers_match_the_document() -> Iterator[None]:
-    """Every answer of the API in this test matches the OpenAPI document (tests/contract_check.py)."""
+    """Every answer of the API in this test matches the OpenAPI document
+    (tests/contract_check.py)."""
     from tests.contract_check import ContractCheck
 
     with ContractCheck() as check:
