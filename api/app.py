@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 import redis
 from celery import Celery
-from flask import Flask, request
+from flask import Flask, Response, request
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from docnum.api.contract import BASE, init_contract
 from docnum.api.frontdoor import FrontDoor, RedisHealth
 from docnum.api.frontdoor.request_store import RedisRequestStore, SqlRequestStore
 from docnum.api.frontdoor.waiter import PollingWaiter, PubSubWaiter
@@ -25,7 +26,6 @@ from docnum.workers.celery_app import make_celery
 
 log = logging.getLogger(__name__)
 
-BASE = "/api/v1/document-numbering"
 MAX_BODY_BYTES = 1024 * 1024
 
 _HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "FORBIDDEN", 404: "NOT_FOUND",
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
     )
     from docnum.api.ratelimit import init_rate_limits
 
+    init_contract(app)
     app.register_blueprint(routes_health.bp)
     app.register_blueprint(routes_issuing.bp, url_prefix=BASE)
     app.register_blueprint(routes_reference.bp, url_prefix=BASE)
@@ -116,11 +117,11 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
 
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DocnumError)
-    def _docnum_error(error: DocnumError):
+    def _docnum_error(error: DocnumError) -> Response:
         return problem_response(error, request)
 
     @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException):
+    def _http_error(error: HTTPException) -> Response:
         code = _HTTP_CODES.get(error.code or 500, "INTERNAL_ERROR")
         detail = error.description or ""
         if error.code == 413:
@@ -133,7 +134,7 @@ def _register_error_handlers(app: Flask) -> None:
         return response
 
     @app.errorhandler(DBAPIError)
-    def _db_error(error: DBAPIError):
+    def _db_error(error: DBAPIError) -> Response:
         if is_unreachable(error):
             log.warning("database unreachable: %s", type(error.orig).__name__)
             return problem_response(service_busy(), request)
@@ -142,14 +143,14 @@ def _register_error_handlers(app: Flask) -> None:
                                 request)
 
     @app.errorhandler(PoolTimeoutError)
-    def _pool_exhausted(error: PoolTimeoutError):
+    def _pool_exhausted(error: PoolTimeoutError) -> Response:
         # Every pooled connection stayed busy for pool_timeout: the database is overloaded,
         # which the client sees like an outage: 503 SERVICE_BUSY with Retry-After.
         log.warning("database connection pool exhausted: %s", error)
         return problem_response(service_busy(), request)
 
     @app.errorhandler(Exception)
-    def _unexpected(error: Exception):
+    def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(DocnumError("INTERNAL_ERROR", "an unexpected error occurred"),
                                 request)

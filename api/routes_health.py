@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response
-from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from docnum.api.contract import BASE, PUBLIC, Answers, contract, openapi_document
 from docnum.api.http import json_response, services
 from docnum.api.metrics_collectors import (
     BrokerDown,
@@ -17,8 +17,8 @@ from docnum.api.metrics_collectors import (
     queue_depth_source,
     scrape_registry,
 )
-from docnum.api.openapi import openapi_document
 from docnum.shared import maintenance, metrics
+from docnum.shared.schemas import Health, OpenAPIDocument, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,11 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz() -> ResponseReturnValue:
+@contract.validate(resp=Answers(HTTP_200=(Health, "The process answers"), problems=(500,)),
+                   security=PUBLIC,
+                   operation_id="healthz", tags=["health"])
+def healthz() -> Response:
+    """Liveness."""
     return json_response({"status": "ok"})
 
 
@@ -73,7 +77,12 @@ def _check_redis() -> str | None:
 
 
 @bp.get("/readyz")
-def readyz() -> ResponseReturnValue:
+@contract.validate(resp=Answers(HTTP_200=(Readiness, "Ready"),
+                                HTTP_503=(Readiness, "The database is down"),
+                                problems=(500,)),
+                   security=PUBLIC, operation_id="readyz", tags=["health"])
+def readyz() -> Response:
+    """Readiness: the database, the broker and the result backend."""
     database = _check_database()
     # What a load balancer's probe saw helps the front door answer 503 during an outage.
     services().frontdoor.db_probe.observe(database)
@@ -101,7 +110,11 @@ def _refresh_utilization() -> None:
 
 
 @bp.get("/metrics")
-def metrics_endpoint() -> ResponseReturnValue:
+@contract.validate(resp=Answers(text={200: "Prometheus text exposition format"},
+                                problems=(500,)),
+                   security=PUBLIC, operation_id="metrics", tags=["health"])
+def metrics_endpoint() -> Response:
+    """Prometheus metrics (docs/operations.md)."""
     svc = services()
     redis_state = _check_redis()
     if redis_state is None:
@@ -122,6 +135,10 @@ def metrics_endpoint() -> ResponseReturnValue:
                     content_type=CONTENT_TYPE_LATEST)
 
 
-@bp.get("/api/v1/document-numbering/openapi.json")
-def openapi() -> ResponseReturnValue:
+@bp.get(f"{BASE}/openapi.json")
+@contract.validate(resp=Answers(HTTP_200=(OpenAPIDocument, "OpenAPI 3.1"), problems=(500,)),
+                   security=PUBLIC,
+                   operation_id="openapi", tags=["health"])
+def openapi() -> Response:
+    """This document."""
     return json_response(openapi_document())

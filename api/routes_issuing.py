@@ -1,66 +1,64 @@
 """Issuing: POST /requests, GET /requests/{id}, POST /generate, /reserve, /preview, numbers."""
 from __future__ import annotations
 
-import re
 import time
 
-from flask import Blueprint, g, request, url_for
-from flask.typing import ResponseReturnValue
+from flask import Blueprint, Response, g, request, url_for
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from docnum.api.contract import (
+    ISSUING,
+    JSON_BODY,
+    SIGNED_IN,
+    Answers,
+    contract,
+    sent_body,
+)
 from docnum.api.frontdoor import Answer
-from docnum.api.http import json_body, json_response, request_actor, services
+from docnum.api.http import json_response, request_actor, services
 from docnum.api.ratelimit import IssuingRateLimits
 from docnum.api.security import current_principal, requires
-from docnum.shared import issuing, metrics
+from docnum.shared import metrics
 from docnum.shared.db import is_unreachable, transaction
-from docnum.shared.errors import DocnumError, validation_failed
+from docnum.shared.errors import DocnumError
 from docnum.shared.lookup import number_details
 from docnum.shared.preview import preview_numbers
+from docnum.shared.schemas import (
+    IdempotencyHeaders,
+    IssuedNumber,
+    IssueRequest,
+    LookupQuery,
+    NumberDetails,
+    NumberingContextBody,
+    Preview,
+    PreviewRequest,
+    Queued,
+    RequestStatus,
+    WaitQuery,
+)
 
 bp = Blueprint("issuing", __name__)
 
-MAX_TIMEOUT_S = 30.0
-_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
-DEFAULT_TIMEOUT_S = 5.0
+LOCATION = ["Location"]
+QUEUED_HEADERS = ["Location", "Retry-After"]
 
 
-def _timeout() -> float:
-    raw = request.args.get("timeout")
-    if raw is None or raw == "":
-        return DEFAULT_TIMEOUT_S
-    # A plain ASCII number (JSON's grammar, no sign): float() alone would also take "1_0",
-    # "١" (Arabic-Indic one), " 5 " or "infinity".
-    if len(raw) > 32 or not _DECIMAL.fullmatch(raw):
-        raise validation_failed("timeout", "must be a number of seconds 0-30")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise validation_failed("timeout", "must be a number of seconds 0-30") from None
-    if not 0 <= value <= MAX_TIMEOUT_S:  # also refuses nan and inf
-        raise validation_failed("timeout", "must be a number of seconds 0-30")
-    return value
-
-
-def _accept(route: str, mode: str | None = None, *, expect_answer: bool = False) -> Answer:
-    """Validate the request's shape, then hand it to the front door (queue, join, DB-only)."""
-    g.issuing_started = time.perf_counter()
-    principal = current_principal()
-    key = issuing.check_idempotency_key(request.headers.get("Idempotency-Key"))
-    body = json_body()
-    if mode is None:
-        mode = body.get("mode", "generate")
-        if mode not in issuing.MODES:
-            raise validation_failed("mode", "must be generate or reserve")
-    ctx = issuing.parse_context(body)
-    g.issuing_ctx = ctx
+def _accept(route: str, mode: str, body: NumberingContextBody, key: str, *,
+            expect_answer: bool = False) -> Answer:
+    """Hand a validated request to the front door (queue, join, DB-only)."""
     actor = request_actor()
+    ctx = body.to_context()
+    g.issuing_started = time.perf_counter()
+    g.issuing_ctx = ctx
     try:
+        # The fingerprint covers the body as sent (every member, known or not): a retry with
+        # the same key must send the same bytes' worth of JSON.
         return services().frontdoor.accept(
-            client=principal.sub, idempotency_key=key, route=route, mode=mode, body=body,
-            ctx=ctx, client_ip=actor.client_ip, user_agent=actor.user_agent,
-            expect_answer=expect_answer, admission=IssuingRateLimits.admission())
+            client=current_principal().sub, idempotency_key=key, route=route, mode=mode,
+            body=sent_body(), ctx=ctx, client_ip=actor.client_ip,
+            user_agent=actor.user_agent, expect_answer=expect_answer,
+            admission=IssuingRateLimits.admission())
     except DocnumError as exc:
         if exc.status >= 500:
             _observe_unserved(exc.code)
@@ -94,7 +92,7 @@ def _status_url(request_id: str) -> str:
     return prefix + request_id
 
 
-def _queued(answer: Answer):
+def _queued(answer: Answer) -> Response:
     url = _status_url(answer.request_id)
     return json_response({"request_id": answer.request_id, "status": "queued",
                           "status_url": url}, 202, {"Location": url, "Retry-After": "1"})
@@ -112,20 +110,37 @@ def _request_object(answer: Answer) -> dict:
 
 @bp.post("/requests")
 @requires("correspondence.create")
-def submit_request():
-    answer = _accept("requests")
+@contract.validate(
+    resp=Answers(HTTP_202=(Queued, "Queued: poll Location"),
+                 HTTP_200=(RequestStatus, "Finished already: a repeat of a finished request, "
+                                          "or served at once on the DB-only path"),
+                 headers={200: LOCATION, 202: QUEUED_HEADERS},
+                 problems=(*SIGNED_IN, *JSON_BODY, 429)),
+    operation_id="submitRequest", tags=["issuing"])
+def submit_request(headers: IdempotencyHeaders, json: IssueRequest) -> Response:
+    """Submit an issuing request and poll for its number.
+
+    The answer comes at once: 202 with the status URL, or 200 when the request is finished
+    already. A retry with the same Idempotency-Key joins the same request.
+    """
+    answer = _accept("requests", json.mode, json, headers.idempotency_key)
     if answer.status == "queued":
         return _queued(answer)
-    # Finished already: a duplicate of a finished request, or served on the DB-only path.
     return json_response(_request_object(answer), 200, {"Location": _status_url(
         answer.request_id)})
 
 
-@bp.get("/requests/<request_id>")
+@bp.get("/requests/<reqid:request_id>")
 @requires("correspondence.read")
-def get_request(request_id: str):
-    if len(request_id) > 64:
-        raise DocnumError("NOT_FOUND", "no such request")
+@contract.validate(
+    resp=Answers(HTTP_200=(RequestStatus, "The request's status; Retry-After while queued"),
+                 problems=(*SIGNED_IN, 404)),
+    operation_id="getRequest", tags=["issuing"])
+def get_request(request_id: str) -> Response:
+    """Status of a request (its number once it succeeded).
+
+    Another user's request needs system.view_logs.
+    """
     found = services().frontdoor.status(request_id)
     if found is None:
         raise DocnumError("NOT_FOUND", f"no request {request_id}")
@@ -138,9 +153,10 @@ def get_request(request_id: str):
     return json_response(_request_object(answer), 200, headers)
 
 
-def _issue_and_wait(route: str, mode: str) -> ResponseReturnValue:
-    timeout = _timeout()
-    answer = _accept(route, mode, expect_answer=timeout > 0)
+def _issue_and_wait(route: str, query: WaitQuery, headers: IdempotencyHeaders,
+                    json: NumberingContextBody) -> Response:
+    timeout = query.timeout
+    answer = _accept(route, route, json, headers.idempotency_key, expect_answer=timeout > 0)
     if answer.status == "queued":
         answer = services().frontdoor.wait(answer.request_id, timeout, answer.slot) or answer
     if answer.status == "queued":
@@ -157,26 +173,50 @@ def _issue_and_wait(route: str, mode: str) -> ResponseReturnValue:
     return json_response(answer.number, 201, {"Location": _status_url(answer.request_id)})
 
 
+def _issuing_answers(issued: str) -> Answers:
+    return Answers(HTTP_201=(IssuedNumber, issued),
+                   HTTP_202=(Queued, "Not answered within timeout: poll Location"),
+                   headers={201: LOCATION, 202: QUEUED_HEADERS}, problems=ISSUING)
+
+
 @bp.post("/generate")
 @requires("correspondence.create")
-def generate():
-    return _issue_and_wait("generate", "generate")
+@contract.validate(resp=_issuing_answers("Issued (CONFIRMED)"), operation_id="generate",
+                   tags=["issuing"])
+def generate(query: WaitQuery, headers: IdempotencyHeaders,
+             json: NumberingContextBody) -> Response:
+    """Issue a number and wait for it.
+
+    The body's members other than the context's (mode, for one) are ignored but count for
+    the Idempotency-Key: a retry must send the same body.
+    """
+    return _issue_and_wait("generate", query, headers, json)
 
 
 @bp.post("/reserve")
 @requires("correspondence.create")
-def reserve():
-    return _issue_and_wait("reserve", "reserve")
+@contract.validate(resp=_issuing_answers("Reserved: confirm or cancel with reservation.token"),
+                   operation_id="reserve", tags=["issuing"])
+def reserve(query: WaitQuery, headers: IdempotencyHeaders,
+            json: NumberingContextBody) -> Response:
+    """Reserve a number (two-phase issue: then /confirm or /cancel)."""
+    return _issue_and_wait("reserve", query, headers, json)
 
 
 @bp.post("/preview")
 @requires("correspondence.read")
-def preview():
-    body = json_body()
-    ctx = issuing.parse_context(body)
+@contract.validate(resp=Answers(HTTP_200=(Preview, "The next number of the context's counter"),
+                                problems=(*SIGNED_IN, *JSON_BODY, 409)),
+                   operation_id="preview", tags=["issuing"])
+def preview(json: PreviewRequest) -> Response:
+    """Preview the next number without consuming it.
+
+    With ``template`` (and optionally ``reset``, ``counter_scope``) an unsaved template is
+    tried on the real counter.
+    """
     svc = services()
     with transaction(svc.read_engine) as session:
-        result = preview_numbers(session, ctx, body, now=svc.clock.now(),
+        result = preview_numbers(session, json.to_context(), json, now=svc.clock.now(),
                                  timezone=svc.settings.timezone)
     sequence, number = result.numbers[0]
     return json_response({"document_number": number, "sequence": sequence,
@@ -184,10 +224,17 @@ def preview():
                           "config_version": result.config_version})
 
 
-@bp.get("/numbers/<path:document_number>")
+@bp.get("/numbers/<number:document_number>")
 @requires("correspondence.read")
-def get_number(document_number: str):
+@contract.validate(resp=Answers(HTTP_200=(NumberDetails, "The number, its state and history"),
+                                problems=(*SIGNED_IN, 404, 409)),
+                   operation_id="getNumber", tags=["issuing"])
+def get_number(document_number: str, query: LookupQuery) -> Response:
+    """Explain an issued number: its ledger row, what became of it, its audit trail.
+
+    409 CONFLICT when the number exists in several projects and ``project`` is not given.
+    """
     svc = services()
     with transaction(svc.read_engine) as session:
-        details = number_details(session, document_number, request.args.get("project"))
+        details = number_details(session, document_number, query.project)
     return json_response(details)

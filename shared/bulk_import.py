@@ -30,9 +30,9 @@ from docnum.shared.configs import ConfigView, resolve_config
 from docnum.shared.context import FIELD_KIND, NumberingContext
 from docnum.shared.db import run_in_transaction, transaction
 from docnum.shared.errors import DocnumError, FieldError, validation_failed
-from docnum.shared.ledger_entry import fit_number, ledger_row, number_problem
+from docnum.shared.ledger_entry import fit_number, ledger_row
 from docnum.shared.models import AuditRow, CatalogEntry, Counter, IssuedNumber
-from docnum.shared.templates import code_problem
+from docnum.shared.schemas import NumberingContextBody, number_problem, parse
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ OPTIONAL_COLUMNS = ("revision", "document_ref")
 IMPORT_STATES = ("CONFIRMED", "VOID", "CANCELLED", "EXPIRED")
 CODE_FIELDS = ("project", "correspondence_type", "originator", "recipient", "sub_type",
                "rfa_type", "discipline")
+CONTEXT_COLUMNS = (*CODE_FIELDS, "revision", "document_date", "document_ref")
 MAX_IMPORT_ROWS = 200_000
 _CHUNK = 1000
 
@@ -163,42 +164,19 @@ def _parse_row(line: int, cells: list[str], columns: dict[str, int],
     problem = number_problem(number)
     if problem:
         report.error(line, problem.code, problem.detail, "document_number")
-    values: dict[str, Any] = {}
-    for name in CODE_FIELDS + ("revision",):
-        value = get(name)
-        if not value:
-            continue
-        problem_text = code_problem(value)
-        if problem_text:
-            report.error(line, "VALIDATION_FAILED", f"{name}: {problem_text}", name)
-        else:
-            values[name] = value
-    for required in ("project", "correspondence_type"):
-        if not get(required):
-            report.error(line, "VALIDATION_FAILED", f"{required} is required", required)
-    raw_date = get("document_date")
-    if raw_date:
-        try:
-            if len(raw_date) != 10:
-                raise ValueError
-            values["document_date"] = date.fromisoformat(raw_date)
-        except ValueError:
-            report.error(line, "VALIDATION_FAILED",
-                         f"document_date {raw_date!r} is not a date YYYY-MM-DD", "document_date")
-    ref = get("document_ref")
-    if ref:
-        if len(ref) > 255 or not ref.isprintable():
-            report.error(line, "VALIDATION_FAILED", "document_ref must be printable text of at "
-                                                    "most 255 characters", "document_ref")
-        else:
-            values["document_ref"] = ref
+    try:  # the rules of a request's context (schemas.NumberingContextBody), cell by cell
+        ctx = parse(NumberingContextBody,
+                    {name: get(name) or None for name in CONTEXT_COLUMNS}).to_context()
+    except DocnumError as exc:
+        for error in exc.errors or [FieldError("", exc.detail)]:
+            report.error(line, exc.code, f"{error.field}: {error.message}", error.field or None)
     state = get("state").upper() or "CONFIRMED"
     if state not in IMPORT_STATES:
         report.error(line, "VALIDATION_FAILED",
                      f"state {get('state')!r} is not one of {', '.join(IMPORT_STATES)}", "state")
     if len(report.errors) > bad:
         return None
-    return _Row(line, number, NumberingContext(**values), state)
+    return _Row(line, number, ctx, state)
 
 
 def _check_codes(rows: list[_Row], catalog: dict[tuple[str, str], bool],

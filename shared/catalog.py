@@ -19,12 +19,11 @@ from docnum.shared.context import FIELD_KIND, NumberingContext
 from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError, FieldError, validation_failed
 from docnum.shared.models import CatalogEntry
+from docnum.shared.schemas import KINDS, CatalogEntryWrite, parse
 from docnum.shared.templates import code_problem
 
 if TYPE_CHECKING:
     from redis import Redis
-
-KINDS = ("project", "organization", "correspondence_type", "sub_type", "rfa_type", "discipline")
 
 
 def check_kind(kind: str) -> None:
@@ -79,12 +78,8 @@ def upsert_entry(session: Session, kind: str, code: str, name: object, active: o
     problem = code_problem(code)
     if problem:
         raise validation_failed("code", problem)
-    if not isinstance(name, str) or not name.strip() or len(name) > 255 \
-            or not name.isprintable():  # no control, bidi-override or unpaired surrogate chars
-        raise validation_failed("name", "must be non-empty printable text of at most 255 "
-                                        "characters")
-    if not isinstance(active, bool):
-        raise validation_failed("active", "must be true or false")
+    entry = parse(CatalogEntryWrite, {"name": name, "active": active})
+    name, active = entry.name, entry.active
     row = session.scalar(select(CatalogEntry).where(CatalogEntry.kind == kind,
                                                     CatalogEntry.code == code).with_for_update())
     before = _entry(row) if row else None

@@ -1,6 +1,7 @@
 """Numbering configs: one per (project, correspondence type), versioned, with a change history."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -17,7 +18,8 @@ from docnum.shared.clock import Clock, from_db, iso
 from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError, validation_failed
 from docnum.shared.models import CatalogEntry, ConfigHistory, NumberingConfig
-from docnum.shared.templates import RESETS, ParsedTemplate, validate_template
+from docnum.shared.schemas import ConfigCreate, ConfigUpdate, as_model
+from docnum.shared.templates import ParsedTemplate, validate_template
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -100,39 +102,16 @@ def _view(row: NumberingConfig) -> ConfigView:
 
 
 def _check_fields(values: dict) -> dict:
-    """Type and range checks for config fields; the template rules come from the template engine."""
-    out = dict(values)
-    if not isinstance(out.get("template"), str):
-        raise validation_failed("template", "must be a string")
-    if out.get("reset") not in RESETS:
-        raise validation_failed("reset", f"must be one of {', '.join(RESETS)}")
-    month = out.get("fiscal_year_start_month", 10)
-    if isinstance(month, bool) or not isinstance(month, int) or not 1 <= month <= 12:
-        raise validation_failed("fiscal_year_start_month", "must be an integer 1-12")
-    start = out.get("sequence_start", 1)
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= 999_999_999:
-        raise validation_failed("sequence_start", "must be an integer 0-999999999")
-    scope = out.get("counter_scope")
-    if scope is not None and (not isinstance(scope, list)
-                              or not all(isinstance(s, str) for s in scope)):
-        raise validation_failed("counter_scope", "must be a list of dimension names or null")
-    active = out.get("active", True)
-    if not isinstance(active, bool):
-        raise validation_failed("active", "must be true or false")
-    parsed = validate_template(out["template"], out["reset"], scope)
-    if start > parsed.capacity:
+    """The template rules (the template engine's) and the sequence start against the
+    template's capacity; ``values`` are a validated config's fields."""
+    parsed = validate_template(values["template"], values["reset"], values["counter_scope"])
+    if values["sequence_start"] > parsed.capacity:
         raise validation_failed("sequence_start",
                                 f"exceeds the template's capacity {parsed.capacity}")
-    out.update(fiscal_year_start_month=month, sequence_start=start, active=active,
-               counter_scope=scope)
-    return out
+    return values
 
 
-def _check_owner_codes(session: Session, project: object, ctype: object) -> None:
-    if not isinstance(project, str) or not project:
-        raise validation_failed("project", "is required")
-    if ctype is not None and not isinstance(ctype, str):
-        raise validation_failed("correspondence_type", "must be a code or null")
+def _check_owner_codes(session: Session, project: str, ctype: str | None) -> None:
     wanted = {("project", project): "project"}
     if ctype is not None:
         wanted[("correspondence_type", ctype)] = "correspondence_type"
@@ -148,7 +127,7 @@ def _history(row: NumberingConfig, by: str, at: datetime, reason: str | None) ->
                          active=row.active, changed_by=by, changed_at=at, change_reason=reason)
 
 
-def insert_config(session: Session, body: dict[str, Any], created_by: str,
+def insert_config(session: Session, body: ConfigCreate | Mapping[str, Any], created_by: str,
                   now: datetime) -> ConfigView:
     """Create a config (version 1, with its first history row) inside the caller's transaction.
 
@@ -156,9 +135,10 @@ def insert_config(session: Session, body: dict[str, Any], created_by: str,
     Fixtures that build reference data in one transaction (the tests, ``docnum loadtest``) use
     this and call ``refcache.bump_generation`` themselves when done.
     """
-    project, ctype = body.get("project"), body.get("correspondence_type")
+    request = as_model(ConfigCreate, body)
+    project, ctype = request.project, request.correspondence_type
     _check_owner_codes(session, project, ctype)
-    values = _check_fields({k: body[k] for k in EDITABLE if k in body})
+    values = _check_fields({k: getattr(request, k) for k in EDITABLE})
     row = NumberingConfig(project=project, correspondence_type=ctype, type_key=ctype or "",
                           version=1, created_by=created_by, created_at=now, updated_at=now,
                           **values)
@@ -168,15 +148,12 @@ def insert_config(session: Session, body: dict[str, Any], created_by: str,
     except IntegrityError:
         raise DocnumError("CONFLICT", f"a config for project {project!r} and correspondence type "
                                       f"{ctype!r} already exists") from None
-    reason = body.get("change_reason")
-    if reason is not None:
-        _check_change_reason(reason)
-    session.add(_history(row, created_by, now, reason or "created"))
+    session.add(_history(row, created_by, now, request.change_reason or "created"))
     return _view(row)
 
 
-def create_config(engine: Engine, body: dict[str, Any], actor: Actor, clock: Clock, *,
-                  redis: Redis | None) -> ConfigView:
+def create_config(engine: Engine, body: ConfigCreate | Mapping[str, Any], actor: Actor,
+                  clock: Clock, *, redis: Redis | None) -> ConfigView:
     """Create a config (``POST /configs``) with its ``CONFIG_CREATE`` audit row, then tell the
     running APIs (``redis``: see ``refcache.bump_generation``)."""
     now = clock.now()
@@ -187,61 +164,45 @@ def create_config(engine: Engine, body: dict[str, Any], actor: Actor, clock: Clo
     return config
 
 
-MAX_CHANGE_REASON = 1000
-
-
-def _check_change_reason(reason: object) -> None:
-    # Printable text only (no control, bidi-override or unpaired surrogate characters), and a
-    # length the history column can always hold.
-    if not isinstance(reason, str) or len(reason) > MAX_CHANGE_REASON or not reason.isprintable():
-        raise validation_failed("change_reason", f"must be printable text of at most "
-                                                 f"{MAX_CHANGE_REASON} characters")
-
-
-def _apply_update(session: Session, config_id: int, body: dict[str, Any], changed_by: str,
+def _apply_update(session: Session, config_id: int, request: ConfigUpdate, changed_by: str,
                   now: datetime) -> tuple[ConfigView, ConfigView]:
     """Apply changes, raise the version, record history. Issued numbers are never touched."""
-    reason = body.get("change_reason")
-    if not isinstance(reason, str) or len(reason.strip()) < 10:
-        raise validation_failed("change_reason", "is required, at least 10 characters")
-    _check_change_reason(reason)
-    unknown = set(body) - set(EDITABLE) - {"change_reason", "project", "correspondence_type", "id",
-                                           "version"}
-    if unknown:
-        raise validation_failed(sorted(unknown)[0], "is not a field that can be changed")
     row = session.scalar(select(NumberingConfig).where(NumberingConfig.id == config_id)
                          .with_for_update())
     if row is None:
         raise DocnumError("NOT_FOUND", f"no config {config_id}")
     before = _view(row)
     for owner_field in ("project", "correspondence_type"):
-        if owner_field in body and body[owner_field] != getattr(row, owner_field):
+        sent = getattr(request, owner_field)
+        if owner_field in request.model_fields_set and sent != getattr(row, owner_field):
             raise validation_failed(owner_field, "cannot be changed; create a new config instead")
-    if "version" in body and body["version"] != row.version:
+    if request.version is not None and request.version != row.version:
         raise DocnumError("CONFLICT", f"config {config_id} is at version {row.version}, "
-                                      f"not {body['version']}")
+                                      f"not {request.version}")
     current = {k: getattr(row, k) for k in EDITABLE}
-    current.update({k: body[k] for k in EDITABLE if k in body})
+    current.update(request.changes())
     values = _check_fields(current)
     for key, value in values.items():
         setattr(row, key, value)
     row.version += 1
     row.updated_at = now
     session.flush()
-    session.add(_history(row, changed_by, now, reason.strip()))
+    session.add(_history(row, changed_by, now, request.change_reason))
     return before, _view(row)
 
 
-def update_config(engine: Engine, config_id: int, body: dict[str, Any], actor: Actor,
-                  clock: Clock, *, redis: Redis | None) -> tuple[ConfigView, ConfigView]:
+def update_config(engine: Engine, config_id: int, body: ConfigUpdate | Mapping[str, Any],
+                  actor: Actor, clock: Clock, *, redis: Redis | None
+                  ) -> tuple[ConfigView, ConfigView]:
     """Change a config (``PUT /configs/{id}``, the console's template editor) with its
     ``CONFIG_UPDATE`` audit row, then tell the running APIs (``redis``: see
     ``refcache.bump_generation``). (before, after)."""
+    request = as_model(ConfigUpdate, body)
     now = clock.now()
     with transaction(engine) as session:
-        before, after = _apply_update(session, config_id, body, actor.sub, now)
+        before, after = _apply_update(session, config_id, request, actor.sub, now)
         write_audit(session, "CONFIG_UPDATE", actor, now, before=before.to_dict(),
-                    after=dict(after.to_dict(), change_reason=body.get("change_reason")))
+                    after=dict(after.to_dict(), change_reason=request.change_reason))
     _reference_changed(redis)
     return before, after
 

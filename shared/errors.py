@@ -6,39 +6,77 @@ RFC 9457 problem+json once (``api/problems.py``), workers store it as the reques
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
+
+class ProblemCode(StrEnum):
+    """Every ``code`` a problem document can carry: the errors raise these, and the OpenAPI
+    document's ``Problem.code`` is this enum (``api/contract.py``)."""
+
+    VALIDATION_FAILED = "VALIDATION_FAILED"
+    UNKNOWN_CODE = "UNKNOWN_CODE"
+    CODE_INACTIVE = "CODE_INACTIVE"
+    NO_CONFIG = "NO_CONFIG"
+    TEMPLATE_INVALID = "TEMPLATE_INVALID"
+    NUMBER_LENGTH = "NUMBER_LENGTH"
+    IDEMPOTENCY_KEY_REQUIRED = "IDEMPOTENCY_KEY_REQUIRED"
+    IDEMPOTENCY_KEY_INVALID = "IDEMPOTENCY_KEY_INVALID"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    SEQUENCE_EXHAUSTED = "SEQUENCE_EXHAUSTED"
+    DUPLICATE_NUMBER = "DUPLICATE_NUMBER"
+    INVALID_STATE = "INVALID_STATE"
+    COUNTER_FLOOR = "COUNTER_FLOOR"
+    SELF_APPROVAL = "SELF_APPROVAL"
+    ALREADY_APPROVED = "ALREADY_APPROVED"
+    CONFLICT = "CONFLICT"
+    RESERVATION_EXPIRED = "RESERVATION_EXPIRED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    BAD_REQUEST = "BAD_REQUEST"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    RATE_LIMITED = "RATE_LIMITED"
+    SERVICE_BUSY = "SERVICE_BUSY"
+    MISROUTED = "MISROUTED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
 # code -> (HTTP status, English title, Thai title)
-CATALOG: dict[str, tuple[int, str, str]] = {
-    "VALIDATION_FAILED": (422, "Validation failed", "ข้อมูลไม่ถูกต้อง"),
-    "UNKNOWN_CODE": (422, "Unknown code", "ไม่พบรหัสอ้างอิง"),
-    "CODE_INACTIVE": (422, "Code is inactive", "รหัสอ้างอิงถูกปิดใช้งาน"),
-    "NO_CONFIG": (422, "No numbering configuration", "ไม่พบการตั้งค่าเลขที่เอกสาร"),
-    "TEMPLATE_INVALID": (422, "Template is invalid", "รูปแบบเลขที่เอกสารไม่ถูกต้อง"),
-    "NUMBER_LENGTH": (422, "Number length out of range", "ความยาวเลขที่เอกสารไม่ถูกต้อง"),
-    "IDEMPOTENCY_KEY_REQUIRED": (400, "Idempotency-Key header required", "ต้องระบุ Idempotency-Key"),
-    "IDEMPOTENCY_KEY_INVALID": (400, "Idempotency-Key is invalid", "Idempotency-Key ไม่ถูกต้อง"),
-    "IDEMPOTENCY_KEY_REUSED": (422, "Idempotency-Key reused with a different body",
-                               "Idempotency-Key ถูกใช้กับคำขออื่นแล้ว"),
-    "SEQUENCE_EXHAUSTED": (409, "Sequence exhausted", "เลขลำดับเต็มแล้ว"),
-    "DUPLICATE_NUMBER": (409, "Duplicate number", "เลขที่เอกสารซ้ำ"),
-    "INVALID_STATE": (409, "Invalid state", "สถานะไม่ถูกต้อง"),
-    "COUNTER_FLOOR": (409, "Below the counter floor", "ต่ำกว่าเลขที่ออกไปแล้ว"),
-    "SELF_APPROVAL": (409, "Requester cannot approve", "ผู้ขอไม่สามารถอนุมัติเองได้"),
-    "ALREADY_APPROVED": (409, "Already approved by this user", "ผู้ใช้นี้อนุมัติแล้ว"),
-    "CONFLICT": (409, "Conflict", "ข้อมูลขัดแย้ง"),
-    "RESERVATION_EXPIRED": (410, "Reservation expired", "การจองหมดอายุแล้ว"),
-    "UNAUTHENTICATED": (401, "Authentication required", "ต้องยืนยันตัวตน"),
-    "FORBIDDEN": (403, "Forbidden", "ไม่มีสิทธิ์"),
-    "NOT_FOUND": (404, "Not found", "ไม่พบข้อมูล"),
-    "METHOD_NOT_ALLOWED": (405, "Method not allowed", "ไม่รองรับเมธอดนี้"),
-    "BAD_REQUEST": (400, "Bad request", "คำขอไม่ถูกต้อง"),
-    "PAYLOAD_TOO_LARGE": (413, "Payload too large", "ข้อมูลมีขนาดใหญ่เกินไป"),
-    "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported media type", "ไม่รองรับชนิดข้อมูลนี้"),
-    "RATE_LIMITED": (429, "Too many requests", "มีคำขอมากเกินไป"),
-    "SERVICE_BUSY": (503, "Service busy", "ระบบกำลังยุ่ง"),
-    "MISROUTED": (503, "Request reached another deployment", "คำขอถูกส่งไปยังระบบอื่น"),
-    "INTERNAL_ERROR": (500, "Internal error", "เกิดข้อผิดพลาดภายในระบบ"),
+CATALOG: dict[ProblemCode, tuple[int, str, str]] = {
+    ProblemCode.VALIDATION_FAILED: (422, "Validation failed", "ข้อมูลไม่ถูกต้อง"),
+    ProblemCode.UNKNOWN_CODE: (422, "Unknown code", "ไม่พบรหัสอ้างอิง"),
+    ProblemCode.CODE_INACTIVE: (422, "Code is inactive", "รหัสอ้างอิงถูกปิดใช้งาน"),
+    ProblemCode.NO_CONFIG: (422, "No numbering configuration", "ไม่พบการตั้งค่าเลขที่เอกสาร"),
+    ProblemCode.TEMPLATE_INVALID: (422, "Template is invalid", "รูปแบบเลขที่เอกสารไม่ถูกต้อง"),
+    ProblemCode.NUMBER_LENGTH: (422, "Number length out of range", "ความยาวเลขที่เอกสารไม่ถูกต้อง"),
+    ProblemCode.IDEMPOTENCY_KEY_REQUIRED: (400, "Idempotency-Key header required",
+                                           "ต้องระบุ Idempotency-Key"),
+    ProblemCode.IDEMPOTENCY_KEY_INVALID: (400, "Idempotency-Key is invalid",
+                                          "Idempotency-Key ไม่ถูกต้อง"),
+    ProblemCode.IDEMPOTENCY_KEY_REUSED: (422, "Idempotency-Key reused with a different body",
+                                         "Idempotency-Key ถูกใช้กับคำขออื่นแล้ว"),
+    ProblemCode.SEQUENCE_EXHAUSTED: (409, "Sequence exhausted", "เลขลำดับเต็มแล้ว"),
+    ProblemCode.DUPLICATE_NUMBER: (409, "Duplicate number", "เลขที่เอกสารซ้ำ"),
+    ProblemCode.INVALID_STATE: (409, "Invalid state", "สถานะไม่ถูกต้อง"),
+    ProblemCode.COUNTER_FLOOR: (409, "Below the counter floor", "ต่ำกว่าเลขที่ออกไปแล้ว"),
+    ProblemCode.SELF_APPROVAL: (409, "Requester cannot approve", "ผู้ขอไม่สามารถอนุมัติเองได้"),
+    ProblemCode.ALREADY_APPROVED: (409, "Already approved by this user", "ผู้ใช้นี้อนุมัติแล้ว"),
+    ProblemCode.CONFLICT: (409, "Conflict", "ข้อมูลขัดแย้ง"),
+    ProblemCode.RESERVATION_EXPIRED: (410, "Reservation expired", "การจองหมดอายุแล้ว"),
+    ProblemCode.UNAUTHENTICATED: (401, "Authentication required", "ต้องยืนยันตัวตน"),
+    ProblemCode.FORBIDDEN: (403, "Forbidden", "ไม่มีสิทธิ์"),
+    ProblemCode.NOT_FOUND: (404, "Not found", "ไม่พบข้อมูล"),
+    ProblemCode.METHOD_NOT_ALLOWED: (405, "Method not allowed", "ไม่รองรับเมธอดนี้"),
+    ProblemCode.BAD_REQUEST: (400, "Bad request", "คำขอไม่ถูกต้อง"),
+    ProblemCode.PAYLOAD_TOO_LARGE: (413, "Payload too large", "ข้อมูลมีขนาดใหญ่เกินไป"),
+    ProblemCode.UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported media type", "ไม่รองรับชนิดข้อมูลนี้"),
+    ProblemCode.RATE_LIMITED: (429, "Too many requests", "มีคำขอมากเกินไป"),
+    ProblemCode.SERVICE_BUSY: (503, "Service busy", "ระบบกำลังยุ่ง"),
+    ProblemCode.MISROUTED: (503, "Request reached another deployment", "คำขอถูกส่งไปยังระบบอื่น"),
+    ProblemCode.INTERNAL_ERROR: (500, "Internal error", "เกิดข้อผิดพลาดภายในระบบ"),
 }
 
 
@@ -55,7 +93,7 @@ class FieldError:
 class DocnumError(Exception):
     """A failure with a stable code. ``detail`` is for humans; ``code`` is for programs."""
 
-    code: str
+    code: str  # a ProblemCode (a plain string is converted)
     detail: str = ""
     errors: list[FieldError] = field(default_factory=list)
     retry_after: int | None = None
@@ -65,6 +103,7 @@ class DocnumError(Exception):
     def __post_init__(self) -> None:
         if self.code not in CATALOG:
             raise ValueError(f"unknown error code {self.code!r}")
+        self.code = ProblemCode(self.code)
         super().__init__(f"{self.code}: {self.detail}")
 
     @property

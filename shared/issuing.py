@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -19,14 +20,12 @@ from docnum.shared import templates
 from docnum.shared.clock import iso
 from docnum.shared.configs import ConfigView
 from docnum.shared.context import FIELD_KIND, NumberingContext
-from docnum.shared.errors import DocnumError, FieldError, validation_failed
+from docnum.shared.errors import DocnumError, FieldError
+from docnum.shared.schemas import NumberingContextBody, as_model
 
 if TYPE_CHECKING:
     from docnum.shared.refcache import Reference
 
-CONTEXT_FIELDS = ("project", "correspondence_type", "originator", "recipient", "sub_type",
-                  "rfa_type", "discipline", "revision", "document_date", "document_ref")
-MODES = ("generate", "reserve")
 _REQUEST_NAMESPACE = uuid.UUID("6f1d8f0e-4d2a-5a43-9d1b-2f6e3c7b9a10")
 
 
@@ -68,42 +67,10 @@ class AllocationRequest:
                    fingerprint=data.get("fingerprint"), submitted_at=data.get("submitted_at"))
 
 
-def parse_context(body: object) -> NumberingContext:
-    """The numbering context of docs/reference.md#numbering-context, with a clear field error for
-    anything malformed."""
-    if not isinstance(body, dict):
-        raise DocnumError("VALIDATION_FAILED", "the body must be a JSON object")
-    errors: list[FieldError] = []
-    values: dict = {}
-    for name in CONTEXT_FIELDS:
-        value = body.get(name)
-        if value is None:
-            continue
-        if name == "document_date":
-            try:
-                if not isinstance(value, str) or len(value) != 10:
-                    raise ValueError
-                values[name] = date.fromisoformat(value)
-            except ValueError:
-                errors.append(FieldError(name, "must be a date YYYY-MM-DD"))
-        elif name == "document_ref":
-            if not isinstance(value, str) or len(value) > 255 or not value.isprintable():
-                errors.append(FieldError(name, "must be printable text of at most 255 characters"))
-            else:
-                values[name] = value
-        else:
-            problem = templates.code_problem(value)
-            if problem:
-                errors.append(FieldError(name, problem))
-            else:
-                values[name] = value
-    for required in ("project", "correspondence_type"):
-        if required not in values and not any(e.field == required for e in errors):
-            errors.append(FieldError(required, "is required"))
-    if errors:
-        raise DocnumError("VALIDATION_FAILED", "; ".join(f"{e.field}: {e.message}" for e in errors),
-                          errors=errors)
-    return NumberingContext(**values)
+def parse_context(body: NumberingContextBody | Mapping[str, Any]) -> NumberingContext:
+    """The numbering context of a request body (docs/reference.md#http-api): its rules are the
+    ``NumberingContextBody`` model's; a broken one is a clear field error."""
+    return as_model(NumberingContextBody, body).to_context()
 
 
 def request_id_for(client: str, idempotency_key: str) -> str:
@@ -115,15 +82,6 @@ def fingerprint(route: str, body: object) -> str:
     canonical = json.dumps({"route": route, "body": body}, sort_keys=True, ensure_ascii=False,
                            separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def check_idempotency_key(key: str | None) -> str:
-    if key is None or key == "":
-        raise DocnumError("IDEMPOTENCY_KEY_REQUIRED", "send an Idempotency-Key header")
-    if len(key) > 255 or not all(" " <= c <= "~" for c in key):
-        raise DocnumError("IDEMPOTENCY_KEY_INVALID",
-                          "Idempotency-Key must be 1-255 printable ASCII characters")
-    return key
 
 
 def period_day(ctx: NumberingContext, now: datetime, timezone: str) -> date:
@@ -168,8 +126,6 @@ def build_request(*, request_id: str, mode: str, ctx: NumberingContext, config: 
                   client_ip: str | None = None, user_agent: str | None = None,
                   idempotency_key: str | None = None,
                   fingerprint_: str | None = None) -> AllocationRequest:
-    if mode not in MODES:
-        raise validation_failed("mode", f"must be one of {', '.join(MODES)}")
     return AllocationRequest(request_id=request_id, mode=mode, context=ctx, config=config,
                              counter_key=counter_key, day=day, actor=actor, client_ip=client_ip,
                              user_agent=(user_agent or "")[:255] or None,
@@ -177,5 +133,5 @@ def build_request(*, request_id: str, mode: str, ctx: NumberingContext, config: 
                              submitted_at=iso(now))
 
 
-__all__ = ["AllocationRequest", "FIELD_KIND", "build_request", "check_idempotency_key",
-           "fingerprint", "parse_context", "prepare", "request_id_for"]
+__all__ = ["AllocationRequest", "FIELD_KIND", "build_request", "fingerprint", "parse_context",
+           "prepare", "request_id_for"]

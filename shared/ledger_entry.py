@@ -3,42 +3,21 @@
 The rule both keep: a number is never issued twice. A given number is checked against the
 ledger (unique per project) and, when it fits the config's template, its (counter key,
 sequence) is checked too and the counter is raised to at least that sequence, so that the
-allocator continues after it. This module holds what both features share: whether the text can
-be a number at all (``number_problem``), which counter sequence it occupies (``fit_number``),
-and the ledger row written for it (``ledger_row``).
+allocator continues after it. This module holds what both features share: which counter sequence a
+number occupies (``fit_number``) and the ledger row written for it (``ledger_row``); whether the
+text can be a number at all is ``schemas.number_problem``, the request models' rule.
 """
 from __future__ import annotations
 
-import unicodedata
 from datetime import date, datetime
 from typing import Any
 
 from docnum.shared import issuing, templates
 from docnum.shared.configs import ConfigView
 from docnum.shared.context import NumberingContext
-from docnum.shared.errors import DocnumError, FieldError, validation_failed
+from docnum.shared.errors import validation_failed
 
 MAX_NUMBER = templates.MAX_NUMBER_LENGTH
-
-
-def number_problem(value: object) -> DocnumError | None:
-    """Why a number given by a person (override, import) cannot go in the ledger, or None.
-
-    1-50 characters (the longest number a template may render), no spaces or control
-    characters: what a rendered number could look like, so it prints and compares cleanly.
-    """
-    if not isinstance(value, str) or value == "":
-        return validation_failed("document_number", "is required")
-    if len(value) > MAX_NUMBER:
-        return DocnumError("NUMBER_LENGTH",
-                           f"document number is {len(value)} characters long; at most "
-                           f"{MAX_NUMBER} are allowed",
-                           errors=[FieldError("document_number", "too long")])
-    for ch in value:
-        if ch.isspace() or unicodedata.category(ch)[0] in "CZ":
-            return validation_failed("document_number",
-                                     f"character {ch!r} (U+{ord(ch):04X}) is not allowed")
-    return None
 
 
 def _period_day(config: ConfigView, parts: dict[str, Any], fallback: date | None) -> date:
@@ -103,4 +82,4 @@ def ledger_row(*, number: str, ctx: NumberingContext, config: ConfigView | None,
         state_changed_at=now_db if reason else None, replaced_by=None, replaces=None)
 
 
-__all__ = ["MAX_NUMBER", "fit_number", "ledger_row", "number_problem"]
+__all__ = ["MAX_NUMBER", "fit_number", "ledger_row"]

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import partial
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
@@ -32,27 +34,12 @@ from docnum.shared.db import run_in_transaction, transaction
 from docnum.shared.errors import DocnumError, validation_failed
 from docnum.shared.ledger import issued_number
 from docnum.shared.models import AuditRow, IssuedNumber
+from docnum.shared.schemas import VoidAndReplace, as_model
 
 log = logging.getLogger(__name__)
 
 MAX_REASON = 1000
 EXPIRE_BATCH = 500
-
-
-def check_reason(value: object, field: str = "reason", minimum: int = 1) -> str:
-    if not isinstance(value, str) or len(value.strip()) < minimum:
-        what = "is required" if minimum <= 1 else f"is required, at least {minimum} characters"
-        raise validation_failed(field, what)
-    if len(value) > MAX_REASON or not value.isprintable():
-        raise validation_failed(field, f"must be printable text of at most {MAX_REASON} "
-                                       "characters")
-    return value.strip()
-
-
-def _check_token(value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > 64:
-        raise validation_failed("token", "is required: the reservation token from /reserve")
-    return value
 
 
 def _lock_by_token(session: Session, token: str) -> IssuedNumber:
@@ -87,13 +74,11 @@ def _transition(row: IssuedNumber, state: str, actor: Actor, now: datetime,
 
 # --------------------------------------------------------------------------- confirm / cancel
 
-def confirm(engine: Engine, token: object, document_ref: object, actor: Actor,
+def confirm(engine: Engine, token: str, document_ref: str | None, actor: Actor,
             clock: Clock) -> dict:
-    """RESERVED → CONFIRMED. Confirming a confirmed reservation again answers the same number."""
-    token = _check_token(token)
-    if document_ref is not None and (not isinstance(document_ref, str) or len(document_ref) > 255
-                                     or not document_ref.isprintable()):
-        raise validation_failed("document_ref", "must be printable text of at most 255 characters")
+    """RESERVED → CONFIRMED. Confirming a confirmed reservation again answers the same number.
+
+    ``token`` and ``document_ref`` are a validated ``schemas.Confirm``'s."""
 
     def work(session: Session) -> dict:
         row = _lock_by_token(session, token)
@@ -121,10 +106,10 @@ def confirm(engine: Engine, token: object, document_ref: object, actor: Actor,
     return run_in_transaction(engine, work)
 
 
-def cancel(engine: Engine, token: object, reason: object, actor: Actor, clock: Clock) -> dict:
-    """RESERVED → CANCELLED with a reason; the number stays in the ledger, never reused."""
-    token = _check_token(token)
-    reason = check_reason(reason)
+def cancel(engine: Engine, token: str, reason: str, actor: Actor, clock: Clock) -> dict:
+    """RESERVED → CANCELLED with a reason; the number stays in the ledger, never reused.
+
+    ``token`` and ``reason`` are a validated ``schemas.Cancel``'s."""
 
     def work(session: Session) -> dict:
         row = _lock_by_token(session, token)
@@ -211,33 +196,23 @@ class _VoidPlan:
     day: date | None = None
 
 
-def void_and_replace(engine: Engine, body: dict, actor: Actor, clock: Clock,
-                     timezone: str) -> dict:
+def void_and_replace(engine: Engine, body: VoidAndReplace | Mapping[str, Any], actor: Actor,
+                     clock: Clock, timezone: str) -> dict:
     """Void a CONFIRMED number and, when asked, issue its replacement in the same transaction.
 
     The replacement is numbered by the allocator inside the void's transaction, on the counter
     of the original context (same codes, same document date or the day it was issued, so the
     same period) or of ``context`` when one is given. Either both happen or neither does.
     """
-    number = body.get("document_number")
-    if not isinstance(number, str) or not number or len(number) > 64:
-        raise validation_failed("document_number", "is required")
-    reason = check_reason(body.get("reason"))
-    replace = body.get("replace", False)
-    if not isinstance(replace, bool):
-        raise validation_failed("replace", "must be true or false")
-    project = body.get("project")
-    if project is not None and not isinstance(project, str):
-        raise validation_failed("project", "must be a project code")
-    if body.get("context") is not None and not replace:
-        raise validation_failed("context", "is only used with replace: true")
-    plan = _plan_void(engine, number, project, replace, reason, body.get("context"), clock,
-                      timezone)
+    request = as_model(VoidAndReplace, body)
+    context = request.context.to_context() if request.context is not None else None
+    plan = _plan_void(engine, request.document_number, request.project, request.replace,
+                      request.reason, context, clock, timezone)
     return run_in_transaction(engine, lambda session: _void(session, plan, actor, clock))
 
 
 def _plan_void(engine: Engine, number: str, project: str | None, replace: bool, reason: str,
-               context: object, clock: Clock, timezone: str) -> _VoidPlan:
+               context: NumberingContext | None, clock: Clock, timezone: str) -> _VoidPlan:
     """Read-only preparation: which row, and where the replacement goes (codes, config, key)."""
     with transaction(engine) as session:
         query = select(IssuedNumber).where(IssuedNumber.document_number == number)
@@ -255,7 +230,7 @@ def _plan_void(engine: Engine, number: str, project: str | None, replace: bool, 
         if not replace:
             return plan
         if context is not None:
-            ctx = issuing.parse_context(context)
+            ctx = context
             if ctx.project != row.project:
                 raise validation_failed("project", f"the replacement context must stay in "
                                                    f"{row.project}, the project of {number}")
@@ -332,4 +307,4 @@ def _void(session: Session, plan: _VoidPlan, actor: Actor, clock: Clock) -> dict
     return out
 
 
-__all__ = ["cancel", "check_reason", "confirm", "expire_overdue", "void_and_replace"]
+__all__ = ["cancel", "confirm", "expire_overdue", "void_and_replace"]

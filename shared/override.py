@@ -10,6 +10,7 @@ all or nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,6 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from docnum.shared import issuing
 from docnum.shared.allocation import lock_counter
 from docnum.shared.audit import Actor, write_audit
 from docnum.shared.catalog import check_context_codes
@@ -27,11 +27,9 @@ from docnum.shared.context import NumberingContext
 from docnum.shared.db import run_in_transaction, transaction
 from docnum.shared.errors import DocnumError
 from docnum.shared.ledger import issued_number
-from docnum.shared.ledger_entry import fit_number, ledger_row, number_problem
-from docnum.shared.lifecycle import check_reason
+from docnum.shared.ledger_entry import fit_number, ledger_row
 from docnum.shared.models import Counter, IssuedNumber
-
-OVERRIDE_REASON_MIN = 10
+from docnum.shared.schemas import ManualOverride, as_model
 
 
 @dataclass
@@ -45,17 +43,16 @@ class _OverrideRequest:
     fit: tuple[str, int] | None  # (counter key, sequence) when the number fits the template
 
 
-def _check_override(session: Session, body: dict[str, Any]) -> _OverrideRequest:
-    """The checks that need no lock: shape, reason, codes, config and the template fit."""
-    ctx = issuing.parse_context(body)
-    number = body.get("document_number")
-    problem = number_problem(number)
-    if problem:
-        raise problem
-    reason = check_reason(body.get("reason"), minimum=OVERRIDE_REASON_MIN)
+def _check_override(session: Session,
+                    body: ManualOverride | Mapping[str, Any]) -> _OverrideRequest:
+    """The checks that need no lock: shape and reason (the ``ManualOverride`` model's rules),
+    codes, config and the template fit."""
+    request = as_model(ManualOverride, body)
+    ctx = request.to_context()
     check_context_codes(session, ctx)
     config = resolve_config(session, ctx.project, ctx.correspondence_type)
-    return _OverrideRequest(ctx, number, reason, config, fit_number(config, ctx, number))
+    return _OverrideRequest(ctx, request.document_number, request.reason, config,
+                            fit_number(config, ctx, request.document_number))
 
 
 def _refuse_duplicate(session: Session, project: str, number: str,
@@ -76,7 +73,7 @@ def _refuse_duplicate(session: Session, project: str, number: str,
                                               f"held by {holder}")
 
 
-def override_plan(session: Session, body: dict[str, Any]) -> dict[str, Any]:
+def override_plan(session: Session, body: ManualOverride | Mapping[str, Any]) -> dict[str, Any]:
     """What ``manual_override`` of ``body`` would do, checked as it checks but without locking or
     writing: the context, whether the number fits the resolved template, and the counter it
     would raise. The console shows this before the user confirms."""
@@ -94,8 +91,8 @@ def override_plan(session: Session, body: dict[str, Any]) -> dict[str, Any]:
     return plan
 
 
-def manual_override(engine: Engine, body: dict[str, Any], actor: Actor, clock: Clock,
-                    timezone: str) -> dict[str, Any]:
+def manual_override(engine: Engine, body: ManualOverride | Mapping[str, Any], actor: Actor,
+                    clock: Clock, timezone: str) -> dict[str, Any]:
     """Register a legacy or corrected number as CONFIRMED, source MANUAL."""
     with transaction(engine) as session:
         checked = _check_override(session, body)
@@ -133,4 +130,4 @@ def manual_override(engine: Engine, body: dict[str, Any], actor: Actor, clock: C
     return run_in_transaction(engine, work)
 
 
-__all__ = ["OVERRIDE_REASON_MIN", "manual_override", "override_plan"]
+__all__ = ["manual_override", "override_plan"]

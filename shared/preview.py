@@ -6,16 +6,19 @@ on that counter would get if nothing else were issued first.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from docnum.shared import issuing, templates
 from docnum.shared.configs import ConfigView, resolve_config
 from docnum.shared.context import NumberingContext
-from docnum.shared.errors import DocnumError, validation_failed
+from docnum.shared.errors import DocnumError
 from docnum.shared.models import Counter
+from docnum.shared.schemas import TemplateTrial, as_model
 
 
 @dataclass(frozen=True)
@@ -29,16 +32,16 @@ class Preview:
         return self.config.version if self.config.id else None
 
 
-def preview_config(session: Session, ctx: NumberingContext, body: dict,
+def preview_config(session: Session, ctx: NumberingContext,
+                   body: TemplateTrial | Mapping[str, Any],
                    base: ConfigView | None = None) -> ConfigView:
     """The saved config (``base``, else the one the context resolves to), or an unsaved
     ``template`` (with optional ``reset`` and ``counter_scope``) laid over it — or over
     defaults when there is no config yet — to try it out."""
-    template = body.get("template")
+    trial = as_model(TemplateTrial, body)
+    template = trial.template
     if template is None:
         return base or resolve_config(session, ctx.project, ctx.correspondence_type)
-    if not isinstance(template, str):
-        raise validation_failed("template", "must be a string")
     if base is None:
         try:
             base = resolve_config(session, ctx.project, ctx.correspondence_type)
@@ -49,11 +52,9 @@ def preview_config(session: Session, ctx: NumberingContext, body: dict,
                               correspondence_type=ctx.correspondence_type, template=template,
                               reset="YEARLY", fiscal_year_start_month=10, sequence_start=1,
                               counter_scope=None, version=0, active=True)
-    reset = body.get("reset", base.reset)
-    if reset not in templates.RESETS:
-        raise validation_failed("reset", f"must be one of {', '.join(templates.RESETS)}")
-    scope = body.get("counter_scope",
-                     list(base.counter_scope) if base.counter_scope is not None else None)
+    reset = trial.reset or base.reset
+    scope = trial.counter_scope if "counter_scope" in trial.model_fields_set else \
+        (list(base.counter_scope) if base.counter_scope is not None else None)
     templates.validate_template(template, reset, scope)
     return ConfigView(id=base.id, project=base.project,
                       correspondence_type=base.correspondence_type, template=template,
@@ -63,7 +64,8 @@ def preview_config(session: Session, ctx: NumberingContext, body: dict,
                       version=base.version, active=True)
 
 
-def preview_numbers(session: Session, ctx: NumberingContext, body: dict, *, now: datetime,
+def preview_numbers(session: Session, ctx: NumberingContext,
+                    body: TemplateTrial | Mapping[str, Any], *, now: datetime,
                     timezone: str, count: int = 1, base: ConfigView | None = None) -> Preview:
     """The next ``count`` numbers of the context's counter, consuming nothing.
 

@@ -7,18 +7,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from docnum.shared.audit import OPERATIONS
 from docnum.shared.clock import iso, to_db
 from docnum.shared.configs import ConfigView, resolve_config
 from docnum.shared.context import DIMENSIONS
-from docnum.shared.errors import DocnumError, validation_failed
+from docnum.shared.errors import DocnumError
 from docnum.shared.ledger import audit_dict
 from docnum.shared.models import AuditArchiveRow, AuditRow, ConfigHistory, Counter, IssuedNumber
+from docnum.shared.schemas import AuditFilters, parse
+from docnum.shared.templates import PERIOD_PATTERN
 
 _DIMENSION_NAMES = tuple(name for name, _ in DIMENSIONS)
 _PERIOD_PATTERNS = {
@@ -27,7 +27,7 @@ _PERIOD_PATTERNS = {
     "FISCAL_YEARLY": re.compile(r"FY\d{4}"),
     "NONE": re.compile(r"ALL"),
 }
-_ANY_PERIOD = re.compile(r"Y\d{4}|M\d{4}-(0[1-9]|1[0-2])|FY\d{4}|ALL")
+_ANY_PERIOD = re.compile(PERIOD_PATTERN)
 GAP_WINDOW = 2000
 
 
@@ -102,57 +102,12 @@ def key_belongs_to(key: str, shapes: set[tuple]) -> bool:
 
 # --------------------------------------------------------------------------- audit
 
-def parse_instant(raw: str | None, field: str) -> datetime | None:
-    """``2025-06-15`` (midnight UTC) or an ISO 8601 date-time; naive means UTC."""
-    if raw is None or raw == "":
-        return None
-    try:
-        if len(raw) == 10:
-            value = datetime.combine(date.fromisoformat(raw), datetime.min.time())
-        else:
-            value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise validation_failed(field, "must be a date YYYY-MM-DD or an ISO 8601 date-time") \
-            from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value
-
-
-@dataclass
-class AuditFilter:
-    document_number: str | None = None
-    operation: str | None = None
-    actor: str | None = None
-    counter_key: str | None = None
-    request_id: str | None = None
-    success: bool | None = None
-    start: datetime | None = None      # inclusive
-    end: datetime | None = None        # exclusive
-
-    def check(self) -> AuditFilter:
-        if self.operation is not None and self.operation not in OPERATIONS:
-            raise validation_failed("operation", f"must be one of {' '.join(OPERATIONS)}")
-        if self.start and self.end and self.start >= self.end:
-            raise validation_failed("to", "must be after from")
-        return self
-
-
-def audit_filter(args: Mapping[str, str]) -> AuditFilter:
+def audit_filter(args: Mapping[str, str]) -> AuditFilters:
     """The audit filter of a query string (``GET /audit`` and the console's audit page)."""
-    success = args.get("success")
-    if success not in (None, "", "true", "false"):
-        raise validation_failed("success", "must be true or false")
-    return AuditFilter(
-        document_number=args.get("document_number") or None,
-        operation=args.get("operation") or None, actor=args.get("actor") or None,
-        counter_key=args.get("counter_key") or None, request_id=args.get("request_id") or None,
-        success=None if not success else success == "true",
-        start=parse_instant(args.get("from"), "from"),
-        end=parse_instant(args.get("to"), "to")).check()
+    return parse(AuditFilters, dict(args))
 
 
-def query_audit(session: Session, filters: AuditFilter, before_id: int | None,
+def query_audit(session: Session, filters: AuditFilters, before_id: int | None,
                 limit: int) -> list[dict]:
     """Newest first, live table and archive together (archived rows keep their id).
 
@@ -201,8 +156,7 @@ def _type_shapes(session: Session, project: str | None,
                  correspondence_type: str | None) -> set[tuple] | None:
     if correspondence_type is None:
         return None
-    if project is None:
-        raise validation_failed("project", "is required when filtering by correspondence_type")
+    assert project is not None, "schemas.CounterListQuery: correspondence_type needs project"
     return config_shapes(session, resolve_config(session, project, correspondence_type))
 
 
@@ -212,8 +166,6 @@ def _counters(session: Session, project: str | None, correspondence_type: str | 
     """Counters in key order after ``after_key`` (from it when ``inclusive``), filtered; scans
     in chunks when a type filter has to be checked key by key."""
     shapes = _type_shapes(session, project, correspondence_type)
-    if period is not None and not _ANY_PERIOD.fullmatch(period):
-        raise validation_failed("period", "must look like Y2025, M2025-06, FY2026 or ALL")
     out: list[Counter] = []
     cursor = after_key
     chunk = max(limit * 4, 200)
@@ -368,5 +320,5 @@ def _gaps_of(session: Session, counter: Counter, from_seq: int | None, want: int
     return out
 
 
-__all__ = ["AuditFilter", "audit_filter", "config_shapes", "gaps_report", "key_belongs_to",
-           "list_counters", "parse_counter_key", "parse_instant", "query_audit"]
+__all__ = ["audit_filter", "config_shapes", "gaps_report", "key_belongs_to", "list_counters",
+           "parse_counter_key", "query_audit"]

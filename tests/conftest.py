@@ -196,6 +196,18 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture(autouse=True)
+def answers_match_the_document() -> Iterator[None]:
+    """Every answer of the API in this test matches the OpenAPI document
+    (tests/contract_check.py)."""
+    from tests.contract_check import ContractCheck
+
+    with ContractCheck() as check:
+        yield
+    assert not check.failures, "answers that break the OpenAPI document:\n" + "\n".join(
+        check.failures)
+
+
 @pytest.fixture
 def engine(database_url: str):
     from docnum.shared.db import get_engine

@@ -34,6 +34,7 @@ from docnum.shared.lookup import number_details
 from docnum.shared.override import manual_override, override_plan
 from docnum.shared.preview import preview_numbers
 from docnum.shared.resets import approve_reset, request_reset
+from docnum.shared.schemas import VoidAndReplace, parse
 
 MANAGE = "system.manage_settings"
 PREVIEW_COUNT = 3
@@ -318,7 +319,7 @@ def void() -> ResponseReturnValue:
     values = {"void": dict(request.form)}
     if request.form.get("confirm") != "yes":
         try:
-            lifecycle.check_reason(body["reason"])
+            parse(VoidAndReplace, body)
             with transaction(svc.read_engine) as session_:
                 details = number_details(session_, body["document_number"], body.get("project"))
             if details["state"] != "CONFIRMED":
