@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from docnum.shared import issuing, templates
+from docnum.shared import chain_store, issuing, templates
 from docnum.shared.allocation import lock_counter
 from docnum.shared.audit import Actor, write_audit
 from docnum.shared.catalog import check_context_codes, code_problem
@@ -35,7 +35,6 @@ from docnum.shared.errors import DocnumError, FieldError, validation_failed
 from docnum.shared.ledger import issued_number
 from docnum.shared.lifecycle import check_reason, write_transaction
 from docnum.shared.models import (
-    AuditRow,
     CatalogEntry,
     Counter,
     IssuedNumber,
@@ -209,7 +208,7 @@ def manual_override(engine: Engine, body: dict, actor: Actor, clock: Clock,
         row = _ledger_row(number=number, ctx=ctx, config=config, fit=fit, state="CONFIRMED",
                           source="MANUAL", request_id=str(uuid.uuid4()), actor=actor.sub,
                           now_db=now_db, reason=reason)
-        session.execute(insert(IssuedNumber), [row])
+        chain_store.append(session, ledger=[row])
         after = {"state": "CONFIRMED", "source": "MANUAL", "reason": reason,
                  "context": ctx.to_dict(), "sequence": fit[1] if fit else None,
                  "fits_template": bool(fit), "config_version": config.version,
@@ -638,12 +637,10 @@ def _write_import(session: Session, rows: list[_Row], raises: list[dict],
                           counter_key=row.fit[0] if row.fit else None,
                           document_number=row.number,
                           before={"last_sequence": last_of[row.fit[0]]} if row.fit else None,
-                          after=after,
+                          after=after, lock_wait_ms=None, duration_ms=None,
                           retry_count=0, fallback_used="NONE", success=True, error_code=None,
                           created_at=now_db))
-    for i in range(0, len(ledger), _CHUNK):
-        session.execute(insert(IssuedNumber), ledger[i:i + _CHUNK])
-        session.execute(insert(AuditRow), audit[i:i + _CHUNK])
+    chain_store.append(session, ledger=ledger, audit=audit)
     for raised in raises:
         session.execute(update(Counter).where(Counter.counter_key == raised["counter_key"])
                         .values(last_sequence=raised["to"], updated_at=now_db))

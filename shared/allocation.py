@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import SimpleNamespace
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from docnum.shared import metrics, templates
+from docnum.shared import chain, chain_store, metrics, templates
 from docnum.shared.clock import Clock, iso, to_db
 from docnum.shared.db import is_retryable, is_unreachable, service_busy, transaction
 from docnum.shared.errors import DocnumError
@@ -47,7 +47,11 @@ MAX_ATTEMPTS = 5
 # cache directly; expanding ``IN`` parameters take a list.
 _counters = Counter.__table__
 _ledger = IssuedNumber.__table__
-_LOCK_COUNTERS = (select(_counters.c.counter_key, _counters.c.last_sequence)
+# The chain heads travel with the counter row: the batch stamps its rows from them and the
+# counter upsert writes them back (shared/chain.py), no extra statement.
+_LOCK_COUNTERS = (select(_counters.c.counter_key, _counters.c.last_sequence,
+                         _counters.c.ledger_length, _counters.c.ledger_head,
+                         _counters.c.audit_length, _counters.c.audit_head)
                   .where(_counters.c.counter_key.in_(bindparam("keys", expanding=True)))
                   .order_by(_counters.c.counter_key).with_for_update())
 _SERVED = select(_ledger).where(_ledger.c.request_id.in_(bindparam("ids", expanding=True)))
@@ -57,7 +61,11 @@ _TAKEN = select(_ledger.c.document_number).where(
 _ADVANCE_COUNTER = (update(_counters).where(_counters.c.counter_key == bindparam("key"))
                     .values(last_sequence=bindparam("new_last"),
                             capacity=bindparam("new_capacity"),
-                            updated_at=bindparam("now")))
+                            updated_at=bindparam("now"),
+                            ledger_length=bindparam("new_ledger_length"),
+                            ledger_head=bindparam("new_ledger_head"),
+                            audit_length=bindparam("new_audit_length"),
+                            audit_head=bindparam("new_audit_head")))
 
 
 @dataclass
@@ -196,13 +204,20 @@ def lock_counters(session: Session, new_rows: dict[str, dict]) -> dict[str, int]
     ``IN (…) FOR UPDATE`` on the primary key locks the rows in key order, the same order for
     every transaction, so allocators cannot deadlock on each other.
     """
+    return {key: row["last_sequence"] for key, row in lock_counter_rows(session, new_rows).items()}
+
+
+def lock_counter_rows(session: Session, new_rows: dict[str, dict]) -> dict[str, dict]:
+    """``lock_counters``, answering each locked row (last sequence and chain heads) as a dict."""
     connection = session.connection()
-    lasts = dict(connection.execute(_LOCK_COUNTERS, {"keys": sorted(new_rows)}).all())
-    missing = [key for key in sorted(new_rows) if key not in lasts]
+    rows = {row.counter_key: row._asdict() for row in
+            connection.execute(_LOCK_COUNTERS, {"keys": sorted(new_rows)})}
+    missing = [key for key in sorted(new_rows) if key not in rows]
     if missing:
         _create_counters(session, [new_rows[key] for key in missing])
-        lasts.update(connection.execute(_LOCK_COUNTERS, {"keys": missing}).all())
-    return lasts
+        rows.update({row.counter_key: row._asdict() for row in
+                     connection.execute(_LOCK_COUNTERS, {"keys": missing})})
+    return rows
 
 
 def allocate_in_session(session: Session, counter_key: str, requests: list[AllocationRequest], *,
@@ -240,10 +255,11 @@ def allocate_groups_in_session(session: Session, groups: dict[str, list[Allocati
     keys = sorted(groups)
 
     lock_started = time.perf_counter()
-    lasts = lock_counters(session, {key: dict(
+    locked = lock_counter_rows(session, {key: dict(
         counter_key=key, project=groups[key][0].context.project,
         last_sequence=groups[key][0].config.sequence_start - 1,
         capacity=groups[key][0].config.parsed.capacity, updated_at=now_db) for key in keys})
+    lasts = {key: row["last_sequence"] for key, row in locked.items()}
     lock_wait_ms = int((time.perf_counter() - lock_started) * 1000)
     for key in keys:
         ctx = groups[key][0].context
@@ -288,6 +304,8 @@ def allocate_groups_in_session(session: Session, groups: dict[str, list[Allocati
     duration_ms = int((time.perf_counter() - started) * 1000)
     for audit in audit_rows:
         audit["duration_ms"] = duration_ms
+    heads = chain.stamp_batch(ledger_rows, audit_rows, locked)
+    _add_row_hashes(outcomes, ledger_rows)
     connection = session.connection()
     if ledger_rows:
         # Core executemany (one multi-row INSERT): the ORM bulk path costs more CPU than the
@@ -297,20 +315,38 @@ def allocate_groups_in_session(session: Session, groups: dict[str, list[Allocati
         connection.execute(AuditRow.__table__.insert(), audit_rows)
     advanced = [dict(counter_key=key, project=groups[key][0].context.project,
                      last_sequence=new_lasts[key],
-                     capacity=groups[key][0].config.parsed.capacity, updated_at=now_db)
+                     capacity=groups[key][0].config.parsed.capacity, updated_at=now_db,
+                     **heads[key])
                 for key in keys]
     if _is_mysql(session):
         # Every row exists and is locked: the upsert always updates, in ONE multi-row statement.
         stmt = mysql.insert(Counter)
-        stmt = stmt.on_duplicate_key_update(last_sequence=stmt.inserted.last_sequence,
-                                             capacity=stmt.inserted.capacity,
-                                             updated_at=stmt.inserted.updated_at)
+        stmt = stmt.on_duplicate_key_update(
+            last_sequence=stmt.inserted.last_sequence, capacity=stmt.inserted.capacity,
+            updated_at=stmt.inserted.updated_at, ledger_length=stmt.inserted.ledger_length,
+            ledger_head=stmt.inserted.ledger_head, audit_length=stmt.inserted.audit_length,
+            audit_head=stmt.inserted.audit_head)
         connection.execute(stmt, advanced)
     else:
         connection.execute(_ADVANCE_COUNTER, [
             {"key": row["counter_key"], "new_last": row["last_sequence"],
-             "new_capacity": row["capacity"], "now": now_db} for row in advanced])
+             "new_capacity": row["capacity"], "now": now_db,
+             **{f"new_{name}": row[name] for name in heads[row["counter_key"]]}}
+            for row in advanced])
     return outcomes
+
+
+def _add_row_hashes(outcomes: dict[str, list[Outcome]], ledger_rows: list[dict]) -> None:
+    """Each new number's answer carries its row hash, known once the batch is chained."""
+    hashes = {(row["counter_key"], row["document_number"]): row["row_hash"]
+              for row in ledger_rows}
+    for key_outcomes in outcomes.values():
+        for outcome in key_outcomes:
+            if outcome.number is not None and not outcome.replayed:
+                row_hash = hashes.get((outcome.number["counter_key"],
+                                       outcome.number["document_number"]))
+                if row_hash is not None:
+                    outcome.number["row_hash"] = row_hash.hex()
 
 
 def _assign_sequences(session: Session, plans: dict[str, list[_Plan]],
@@ -465,10 +501,16 @@ def record_failures(engine: Engine, requests: list[AllocationRequest], error: Do
                  counter_key=r.counter_key, document_number=None, before=None,
                  after={"context": r.context.to_dict()}, retry_count=0,
                  fallback_used=fallback_used, success=False, error_code=error.code,
-                 created_at=now_db) for r in requests]
+                 created_at=now_db, lock_wait_ms=None, duration_ms=None) for r in requests]
     try:
         with transaction(engine) as session:
-            session.execute(insert(AuditRow), rows)
+            # The rows go onto their counters' audit chains: lock (and on first use create) the
+            # counter rows that hold the heads, as the allocation would have.
+            lock_counters(session, {r.counter_key: dict(
+                counter_key=r.counter_key, project=r.context.project,
+                last_sequence=r.config.sequence_start - 1, capacity=r.config.parsed.capacity,
+                updated_at=now_db) for r in requests})
+            chain_store.append(session, audit=rows)
     except DBAPIError:
         log.warning("could not record %d failed requests (%s)", len(rows), error.code)
 

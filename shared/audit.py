@@ -1,14 +1,17 @@
-"""Writing audit rows for operations outside the allocator (config, catalog, lifecycle, admin)."""
+"""Writing audit rows for operations outside the allocator (config, catalog, lifecycle, admin).
+
+Each row goes onto the audit chain of its counter key (or the keyless chain) through
+``shared/chain_store.py``, so it is hashed like every other row (docs/verification.md).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from docnum.shared import chain_store
 from docnum.shared.clock import to_db
-from docnum.shared.models import AuditRow
 
 OPERATIONS = ("GENERATE", "RESERVE", "CONFIRM", "CANCEL", "EXPIRE", "VOID", "REPLACE",
               "MANUAL_OVERRIDE", "IMPORT", "CONFIG_CREATE", "CONFIG_UPDATE", "CATALOG_CHANGE",
@@ -35,10 +38,10 @@ def write_audit(session: Session, operation: str, actor: Actor, now: datetime, *
                 lock_wait_ms: int | None = None, fallback_used: str = "NONE") -> None:
     if operation not in OPERATIONS:
         raise ValueError(f"unknown audit operation {operation!r}")
-    session.execute(insert(AuditRow).values(
+    chain_store.append(session, audit=[dict(
         operation=operation, actor=actor.sub, client_ip=actor.client_ip,
         user_agent=(actor.user_agent or "")[:255] or None, request_id=actor.request_id,
         counter_key=counter_key, document_number=document_number, before=before, after=after,
         lock_wait_ms=lock_wait_ms, duration_ms=duration_ms, retry_count=0,
         fallback_used=fallback_used, success=success, error_code=error_code,
-        created_at=to_db(now)))
+        created_at=to_db(now))])

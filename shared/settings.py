@@ -50,6 +50,11 @@ class Settings:
     coalesce_linger_ms: int = 20
     # Seconds a shard worker's ownership lock outlives its last heartbeat (workers/ownership.py).
     shard_owner_ttl: int = 30
+    # The Ed25519 key that signs checkpoints (shared/checkpoints.py, docs/verification.md).
+    # None in production until DOCNUM_SIGNING_KEY_FILE names one: checkpointing then refuses to
+    # run. On the embedded default it is ./var/signing_key.pem, generated on first use.
+    signing_key_file: Path | None = None
+    signing_key_generate: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -107,6 +112,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     shard_owner_ttl = _int(env, "DOCNUM_SHARD_OWNER_TTL", 30)
     if shard_owner_ttl < 3:
         raise ValueError("DOCNUM_SHARD_OWNER_TTL must be at least 3 seconds")
+    signing_key = env.get("DOCNUM_SIGNING_KEY_FILE") or None
+    # A key file that is named must exist (a missing mount must not quietly become a new key);
+    # only the embedded default makes its own.
+    generate_key = signing_key is None and db_url.startswith("sqlite")
     return Settings(
         var_dir=var_dir,
         database_url=db_url,
@@ -137,6 +146,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         # After an answer, how long a shard's next batch may wait to fill (busy shards only).
         coalesce_linger_ms=_int(env, "DOCNUM_COALESCE_LINGER_MS", 20),
         shard_owner_ttl=shard_owner_ttl,
+        signing_key_file=(Path(signing_key).resolve() if signing_key else
+                          var_dir / "signing_key.pem" if generate_key else None),
+        signing_key_generate=generate_key,
     )
 
 

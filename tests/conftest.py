@@ -29,7 +29,8 @@ ALL_PERMS = list(PERMISSIONS)
 JWT_SECRET = "test-secret-" + "x" * 40
 TABLES = ("reset_approvals", "reset_requests", "config_history", "document_numbers",
           "audit_log", "audit_log_archive", "counters", "numbering_configs", "catalog_entries",
-          "maintenance_locks", "request_registry")
+          "maintenance_locks", "request_registry", "chain_heads", "checkpoints",
+          "checkpoint_leaves", "chain_backfills")
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05,

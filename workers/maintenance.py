@@ -35,6 +35,9 @@ SCHEDULE: dict[str, tuple[str, object, int]] = {
     "refresh_utilization": ("docnum.maintenance.refresh_utilization", 60.0, 120),
     "cleanup_idempotency": ("docnum.maintenance.cleanup_idempotency",
                             crontab(minute=15), 600),
+    # Signs the chain heads (shared/checkpoints.py): a number is provable offline from the
+    # first checkpoint after its issue, so at most this long after it.
+    "checkpoint": ("docnum.maintenance.checkpoint", 600.0, 600),
 }
 
 
@@ -103,7 +106,7 @@ def run_locked(settings: Settings, job: str, work: Callable[[], object],
 
 
 def register(celery: Celery) -> None:
-    from docnum.shared import lifecycle, maintenance
+    from docnum.shared import checkpoints, lifecycle, maintenance
 
     # shared=False on every task below: Celery's default (shared=True) also hands each task to
     # every app finalized later in the process, and the first registration of a name wins, so a
@@ -138,3 +141,8 @@ def register(celery: Celery) -> None:
     def cleanup_idempotency() -> object:
         return run_locked(settings(), "cleanup_idempotency",
                           lambda: maintenance.cleanup_idempotency(engine(), SystemClock()))
+
+    @celery.task(name=SCHEDULE["checkpoint"][0], ignore_result=True, shared=False)
+    def checkpoint() -> object:
+        return run_locked(settings(), "checkpoint", lambda: checkpoints.run_checkpoint(
+            engine(), settings(), SystemClock()))

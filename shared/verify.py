@@ -1,0 +1,421 @@
+"""``docnum verify``: walk every hash chain and every checkpoint, and name each row that was
+edited, deleted, inserted or reordered (docs/verification.md#docnum-verify).
+
+The ledger, the audit archive and the live audit trail are each read once, in id order, as a
+stream; each chain keeps only its next expected position and the previous row's hash, and a row
+that arrives out of position waits until its predecessors have come. Every row is checked
+against the stored hash of the row before it, so one edited row is named alone and the rows
+after it still verify. Then each chain's end is compared with the head its counter holds and
+with every head the signed log recorded, the log's leaves with their hashes and every
+checkpoint's root and signature, and the audit trail with the ledger (every number an audit row
+names is there, in the state the audit trail says).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import ColumnElement, Table, and_, case, exists, or_, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from docnum.shared import chain, checkpoints, merkle
+from docnum.shared.db import transaction
+from docnum.shared.models import (
+    AuditArchiveRow,
+    AuditRow,
+    ChainHead,
+    Checkpoint,
+    Counter,
+    IssuedNumber,
+)
+
+LEDGER_TABLE = "document_numbers"
+ISSUING = ("GENERATE", "RESERVE", "REPLACE", "MANUAL_OVERRIDE", "IMPORT")
+TERMINAL = {"VOID": "VOID", "CANCEL": "CANCELLED", "EXPIRE": "EXPIRED"}
+_STREAM = {"stream_results": True, "yield_per": 10_000}
+
+
+@dataclass
+class Finding:
+    """One thing wrong, with the row it concerns as precisely as it can be named."""
+
+    kind: str          # edited, deleted, inserted, reordered, head, checkpoint, signature, state
+    table: str
+    detail: str
+    counter_key: str | None = None
+    document_number: str | None = None
+    position: int | None = None
+    row_id: int | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def line(self) -> str:
+        where = [self.table]
+        if self.row_id is not None:
+            where.append(f"id {self.row_id}")
+        if self.document_number:
+            where.append(self.document_number)
+        if self.counter_key:
+            where.append(f"counter {self.counter_key}")
+        if self.position is not None:
+            where.append(f"position {self.position}")
+        return f"{self.kind.upper():10} {' · '.join(where)}: {self.detail}"
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    ledger_rows: int = 0
+    audit_rows: int = 0
+    chains: int = 0
+    checkpoints: int = 0
+    leaves: int = 0
+    signatures_checked: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "ledger_rows": self.ledger_rows, "audit_rows": self.audit_rows,
+                "chains": self.chains, "checkpoints": self.checkpoints, "leaves": self.leaves,
+                "signatures_checked": self.signatures_checked,
+                "seconds": round(self.seconds, 3),
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+# --------------------------------------------------------------------------- chain walk
+
+class _State:
+    __slots__ = ("expect", "previous", "pending", "last_row", "leaves", "leaf_at")
+
+    def __init__(self, leaves: list[tuple[int, bytes, int]]) -> None:
+        self.expect = 1
+        self.previous: bytes | None = chain.GENESIS
+        self.pending: dict[int, tuple[str, Mapping]] = {}
+        self.last_row: tuple[str, Mapping] | None = None
+        self.leaves = leaves            # (length, head, checkpoint id), by length
+        self.leaf_at = 0
+
+
+class _Walker:
+    """The chains of one kind, fed rows in any order."""
+
+    def __init__(self, kind: str, leaves: dict[str | None, list[tuple[int, bytes, int]]],
+                 report: Report) -> None:
+        self.kind = kind
+        self.encode = chain.ENCODERS[kind]
+        self.leaves = leaves
+        self.report = report
+        self.chains: dict[str | None, _State] = {}
+
+    def _finding(self, kind: str, table: str, row: Mapping | None, detail: str,
+                 key: str | None = None, position: int | None = None) -> None:
+        if row is not None:
+            key, position = row["counter_key"], row["chain_pos"]
+            number = row["document_number"]
+            if self.kind == chain.AUDIT:
+                detail = f"{row['operation']} audit row: {detail}"
+            self.report.findings.append(Finding(kind, table, detail, key, number, position,
+                                                row["id"]))
+        else:
+            self.report.findings.append(Finding(kind, table, detail, key, None, position))
+
+    def feed(self, table: str, rows: Iterable[Mapping]) -> int:
+        count = 0
+        chains, encode, link = self.chains, self.encode, chain.link
+        for row in rows:
+            count += 1
+            key, position, stored = row["counter_key"], row["chain_pos"], row["row_hash"]
+            if position is None or stored is None:
+                self._finding("inserted", table, row, "the row has no place on a hash chain: "
+                                                      "it was written outside docnum")
+                continue
+            state = chains.get(key)
+            if state is None:
+                state = chains[key] = _State(self.leaves.get(key, []))
+            if position == state.expect:
+                stored = bytes(stored)
+                if state.previous is not None and link(state.previous,
+                                                       encode(row)) != stored:
+                    self._finding("edited", table, row, "the row does not hash to its stored "
+                                                        "row_hash: changed since it was written")
+                self._accept(state, table, row, stored)
+                while state.expect in state.pending:
+                    waiting_table, waiting = state.pending.pop(state.expect)
+                    self._check_and_accept(state, waiting_table, waiting)
+            elif position < state.expect or position in state.pending:
+                self._finding("inserted", table, row, f"a second row at position {position}")
+            else:
+                state.pending[position] = (table, row)
+        return count
+
+    def _check_and_accept(self, state: _State, table: str, row: Mapping) -> None:
+        stored = bytes(row["row_hash"])
+        if state.previous is not None and chain.link(state.previous,
+                                                     self.encode(row)) != stored:
+            self._finding("edited", table, row, "the row does not hash to its stored "
+                                                "row_hash: changed since it was written")
+        self._accept(state, table, row, stored)
+
+    def _accept(self, state: _State, table: str, row: Mapping, stored: bytes) -> None:
+        position = row["chain_pos"]
+        state.previous, state.expect, state.last_row = stored, position + 1, (table, row)
+        leaves = state.leaves
+        while state.leaf_at < len(leaves) and leaves[state.leaf_at][0] <= position:
+            length, head, checkpoint_id = leaves[state.leaf_at]
+            if length == position and head != stored:
+                self._finding("checkpoint", table, row,
+                              f"checkpoint {checkpoint_id} signed a different hash at this "
+                              "position: the chain was rewritten up to here")
+            state.leaf_at += 1
+
+    def finish(self, heads: dict[str | None, chain.Head]) -> None:
+        table_of = LEDGER_TABLE if self.kind == chain.LEDGER else "audit_log"
+        for key in set(heads) | set(self.leaves):
+            if key not in self.chains:
+                self.chains[key] = _State(self.leaves.get(key, []))
+        for key, state in self.chains.items():
+            while state.pending:
+                gap_end = min(state.pending)
+                after = self._name(state.last_row)
+                table, row = state.pending.pop(gap_end)
+                self._finding("deleted", table, None,
+                              f"positions {state.expect}–{gap_end - 1} are missing between "
+                              f"{after} and {self._name((table, row))}", key, state.expect)
+                state.previous = None  # the link across a gap cannot be checked
+                self._check_and_accept(state, table, row)
+                while state.expect in state.pending:
+                    self._check_and_accept(state, *state.pending.pop(state.expect))
+            last = state.expect - 1
+            head = heads.get(key)
+            length = head.length if head else 0
+            if last < length:
+                self._finding("deleted", table_of, None,
+                              f"the chain's head says {length} rows, the last present is "
+                              f"position {last} ({self._name(state.last_row)}): rows at the "
+                              "end were removed", key, last + 1)
+            elif last > length:
+                self._finding("inserted", table_of, None,
+                              f"rows at positions {length + 1}–{last} are beyond the head the "
+                              f"counter holds (length {length}): added outside docnum, or the "
+                              "counter was rolled back", key, length + 1)
+            elif head is not None and last and state.previous is not None \
+                    and state.previous != head.hash:
+                self._finding("head", "counters" if key else "chain_heads", None,
+                              "the stored chain head is not the hash of the chain's last row",
+                              key, last)
+            for length_, _head, checkpoint_id in state.leaves[state.leaf_at:]:
+                self._finding("deleted", table_of, None,
+                              f"checkpoint {checkpoint_id} signed this chain at length "
+                              f"{length_}; it now ends at {last}", key, last + 1)
+                break
+        self.report.chains += len(self.chains)
+
+    def _name(self, entry: tuple[str, Mapping] | None) -> str:
+        if entry is None:
+            return "the start of the chain"
+        _table, row = entry
+        label = row["document_number"] or f"audit row {row['id']}"
+        return f"{label} (position {row['chain_pos']})"
+
+
+def _rows(session: Session, table: Table, fields: tuple[str, ...]) -> Iterable[Mapping]:
+    columns = [table.c.id, table.c.row_hash, *[table.c[f] for f in fields]]
+    if "document_number" not in fields:
+        columns.append(table.c.document_number)
+    result = session.connection().execution_options(**_STREAM).execute(
+        select(*columns).order_by(table.c.id))
+    return result.mappings()
+
+
+def _heads(session: Session) -> tuple[dict[str | None, chain.Head], dict[str | None, chain.Head]]:
+    ledger: dict[str | None, chain.Head] = {}
+    audit: dict[str | None, chain.Head] = {}
+    for key, ll, lh, al, ah in session.execute(select(
+            Counter.counter_key, Counter.ledger_length, Counter.ledger_head,
+            Counter.audit_length, Counter.audit_head)):
+        if ll:
+            ledger[key] = chain.Head.of(ll, lh)
+        if al:
+            audit[key] = chain.Head.of(al, ah)
+    for kind, length, head in session.execute(select(ChainHead.kind, ChainHead.length,
+                                                     ChainHead.head)):
+        if length:
+            (ledger if kind == chain.LEDGER else audit)[None] = chain.Head.of(length, head)
+    return ledger, audit
+
+
+# --------------------------------------------------------------------------- the log
+
+def _check_log(session: Session, public: Ed25519PublicKey | None, report: Report
+               ) -> dict[str, dict[str | None, list[tuple[int, bytes, int]]]]:
+    """Signatures, leaf hashes and every checkpoint's root; returns the recorded heads of each
+    chain (by kind, then counter key) for the chain walk."""
+    rows = list(session.scalars(select(Checkpoint).order_by(Checkpoint.id)))
+    report.checkpoints = len(rows)
+    report.signatures_checked = public is not None
+    documents = [checkpoints.checkpoint_dict(r) for r in rows]
+    for position, document in enumerate(documents, start=1):
+        if document["checkpoint"] != position:
+            report.findings.append(Finding("checkpoint", "checkpoints",
+                                           f"checkpoint {position} is missing", row_id=position))
+        if public is not None:
+            bad = checkpoints.check_signature(document, public)
+            if bad:
+                report.findings.append(Finding("signature", "checkpoints", bad,
+                                               row_id=document["checkpoint"]))
+    by_size: dict[int, list[dict]] = {}
+    for document in documents:
+        by_size.setdefault(document["tree_size"], []).append(document)
+    recorded: dict[str, dict[str | None, list[tuple[int, bytes, int]]]] = {
+        chain.LEDGER: {}, chain.AUDIT: {}}
+    tree = merkle.CompactRange()
+    owner = iter(documents)
+    current = next(owner, None)
+
+    def check_roots() -> None:
+        for document in by_size.get(tree.size, []):
+            if tree.root().hex() != document["root_hash"]:
+                report.findings.append(Finding(
+                    "checkpoint", "checkpoint_leaves",
+                    f"the stored log does not give checkpoint {document['checkpoint']}'s signed "
+                    f"root over {document['tree_size']} leaves: leaves were changed",
+                    row_id=document["checkpoint"]))
+
+    check_roots()
+    for leaf, stored in checkpoints.iter_leaves(session):
+        report.leaves += 1
+        if leaf.index != tree.size:
+            report.findings.append(Finding("checkpoint", "checkpoint_leaves",
+                                           f"leaf {tree.size} is missing", position=tree.size))
+        digest = merkle.leaf_hash(leaf.encoding())
+        if digest != stored:
+            report.findings.append(Finding(
+                "checkpoint", "checkpoint_leaves",
+                f"leaf {leaf.index} ({chain.chain_name(leaf.kind, leaf.counter_key)}, length "
+                f"{leaf.length}) does not hash to its stored leaf hash", leaf.counter_key,
+                position=leaf.length))
+        tree.append(digest)
+        while current is not None and current["tree_size"] < tree.size:
+            current = next(owner, None)
+        checkpoint_id = current["checkpoint"] if current else 0
+        recorded.setdefault(leaf.kind, {}).setdefault(leaf.counter_key, []).append(
+            (leaf.length, leaf.head, checkpoint_id))
+        check_roots()
+    if documents and documents[-1]["tree_size"] > tree.size:
+        report.findings.append(Finding(
+            "checkpoint", "checkpoint_leaves",
+            f"checkpoint {documents[-1]['checkpoint']} signed {documents[-1]['tree_size']} "
+            f"leaves; the log holds {tree.size}: leaves were removed"))
+    for kind in recorded.values():
+        for leaves in kind.values():
+            leaves.sort(key=lambda item: item[0])
+    return recorded
+
+
+# --------------------------------------------------------------------------- audit vs ledger
+
+def _same_key(a: ColumnElement, b: ColumnElement) -> ColumnElement:
+    """Equal counter keys, a NULL matching a NULL (both rows are off any counter)."""
+    return or_(a == b, and_(a.is_(None), b.is_(None)))
+
+
+def _cross_check(session: Session, report: Report) -> None:
+    ledger = IssuedNumber.__table__
+    for model in (AuditArchiveRow, AuditRow):
+        audit = model.__table__
+        same_row = and_(ledger.c.document_number == audit.c.document_number,
+                        _same_key(ledger.c.counter_key, audit.c.counter_key))
+        # A number the audit trail issued or changed must be in the ledger.
+        missing = session.execute(
+            select(audit.c.id, audit.c.operation, audit.c.counter_key, audit.c.document_number)
+            .where(audit.c.success.is_(True), audit.c.document_number.is_not(None),
+                   audit.c.operation.in_(ISSUING + ("CONFIRM",) + tuple(TERMINAL)),
+                   ~exists().where(same_row)))
+        for row_id, operation, key, number in missing:
+            report.findings.append(Finding(
+                "deleted", LEDGER_TABLE, f"{operation} audit row {row_id} names {number}, which "
+                                         "is no longer in the ledger", key, number,
+                row_id=row_id))
+        # Issued when the audit trail says (the allocator writes both in one transaction).
+        moved = session.execute(
+            select(ledger.c.id, ledger.c.document_number, ledger.c.counter_key, audit.c.id,
+                   audit.c.operation)
+            .join(audit, same_row)
+            .where(audit.c.success.is_(True), audit.c.operation.in_(ISSUING),
+                   ledger.c.issued_at != audit.c.created_at))
+        for row_id, number, key, audit_id, operation in moved:
+            report.findings.append(Finding(
+                "edited", LEDGER_TABLE, f"issued_at differs from the time of its {operation} "
+                                        f"audit row {audit_id}", key, number, row_id=row_id))
+        # A void, cancellation or expiry is final: the ledger must show it.
+        expected = case(*[(audit.c.operation == op, state) for op, state in TERMINAL.items()])
+        changed = session.execute(
+            select(ledger.c.id, ledger.c.document_number, ledger.c.counter_key, ledger.c.state,
+                   audit.c.operation, audit.c.id)
+            .join(audit, same_row)
+            .where(audit.c.success.is_(True), audit.c.operation.in_(tuple(TERMINAL)),
+                   ledger.c.state != expected))
+        for row_id, number, key, state, operation, audit_id in changed:
+            report.findings.append(Finding(
+                "state", LEDGER_TABLE, f"state is {state}, but {operation} audit row {audit_id} "
+                                       f"made it {TERMINAL[operation]}", key, number,
+                row_id=row_id))
+    audits = [m.__table__ for m in (AuditArchiveRow, AuditRow)]
+    # Every number was issued by an operation the audit trail records.
+    issued = [exists().where(a.c.operation.in_(ISSUING), a.c.success.is_(True),
+                             a.c.document_number == ledger.c.document_number,
+                             _same_key(a.c.counter_key, ledger.c.counter_key))
+              for a in audits]
+    for row_id, number, key in session.execute(
+            select(ledger.c.id, ledger.c.document_number, ledger.c.counter_key)
+            .where(~or_(*issued))):
+        report.findings.append(Finding(
+            "inserted", LEDGER_TABLE, "no audit row issued this number: it was added outside "
+                                      "docnum", key, number, row_id=row_id))
+    # And a final state the audit trail never recorded was set behind docnum's back.
+    for state, operation in (("VOID", "VOID"), ("CANCELLED", "CANCEL"), ("EXPIRED", "EXPIRE")):
+        recorded = [exists().where(a.c.operation == operation, a.c.success.is_(True),
+                                   a.c.document_number == ledger.c.document_number,
+                                   _same_key(a.c.counter_key, ledger.c.counter_key))
+                    for a in audits]
+        for row_id, number, key in session.execute(
+                select(ledger.c.id, ledger.c.document_number, ledger.c.counter_key)
+                .where(ledger.c.state == state, ledger.c.source != "IMPORT",
+                       ~or_(*recorded))):
+            report.findings.append(Finding(
+                "state", LEDGER_TABLE, f"state is {state}, but no {operation} audit row "
+                                       "records it", key, number, row_id=row_id))
+
+
+# --------------------------------------------------------------------------- entry point
+
+def verify(engine: Engine, public: Ed25519PublicKey | None) -> Report:
+    """Everything above, on one consistent snapshot of the database."""
+    started = time.perf_counter()
+    report = Report()
+    with transaction(engine) as session:
+        recorded = _check_log(session, public, report)
+        ledger_heads, audit_heads = _heads(session)
+        ledger = _Walker(chain.LEDGER, recorded[chain.LEDGER], report)
+        report.ledger_rows = ledger.feed(LEDGER_TABLE, _rows(session, IssuedNumber.__table__,
+                                                             chain.LEDGER_FIELDS))
+        ledger.finish(ledger_heads)
+        audit = _Walker(chain.AUDIT, recorded[chain.AUDIT], report)
+        report.audit_rows = audit.feed("audit_log_archive", _rows(
+            session, AuditArchiveRow.__table__, chain.AUDIT_FIELDS))
+        report.audit_rows += audit.feed("audit_log", _rows(session, AuditRow.__table__,
+                                                           chain.AUDIT_FIELDS))
+        audit.finish(audit_heads)
+        _cross_check(session, report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+__all__ = ["Finding", "Report", "verify"]
