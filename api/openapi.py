@@ -50,6 +50,9 @@ SCHEMAS: dict = {
             "document_ref": {"type": "string"},
             "reservation": {"type": "object", "properties": {
                 "token": {"type": "string"}, "expires_at": {"type": "string"}}},
+            "row_hash": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$",
+                         "description": "the row's hash on its counter's ledger chain "
+                                        "(docs/verification.md); keep it as a receipt"},
         },
     },
     "Queued": {
@@ -458,6 +461,85 @@ def _admin_paths() -> dict:
     }
 
 
+HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+PROOF_SCHEMAS: dict = {
+    "Checkpoint": {
+        "type": "object",
+        "required": ["checkpoint", "tree_size", "root_hash", "created_at", "key_id", "note",
+                     "signature"],
+        "description": "Ed25519 signature over the canonical JSON of the other members "
+                       "(docs/verification.md#checkpoints)",
+        "properties": {"checkpoint": {"type": "integer"}, "tree_size": {"type": "integer"},
+                       "root_hash": HEX64, "created_at": {"type": "string"},
+                       "key_id": {"type": "string"}, "note": {"type": "object"},
+                       "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"}},
+    },
+    "PublicKey": {
+        "type": "object", "required": ["algorithm", "key_id", "public_key", "pem"],
+        "properties": {"algorithm": {"type": "string", "enum": ["Ed25519"]},
+                       "key_id": {"type": "string"}, "public_key": HEX64,
+                       "pem": {"type": "string"}},
+    },
+    "Consistency": {
+        "type": "object", "required": ["first", "second", "proof"],
+        "properties": {"first": _ref("Checkpoint"), "second": _ref("Checkpoint"),
+                       "proof": {"type": "array", "items": HEX64}},
+    },
+    "Receipt": {
+        "type": "object", "required": ["document_number"],
+        "description": "format docnum-receipt/1 (docs/verification.md#receipts); status "
+                       "pending until a checkpoint covers the row",
+        "properties": {
+            "format": {"type": "string"}, "document_number": {"type": "string"},
+            "project": {"type": "string"}, "row_hash": HEX64,
+            "status": {"type": "string", "enum": ["checkpointed", "pending"]},
+            "chain": {"type": "object", "properties": {
+                "chain": {"type": "string"}, "counter_key": {"type": ["string", "null"]},
+                "position": {"type": "integer"}, "previous_hash": HEX64,
+                "entries": {"type": "array", "items": {"type": "string"}}}},
+            "leaf": {"type": "object"}, "inclusion_proof": {"type": "array", "items": HEX64},
+            "checkpoint": _ref("Checkpoint"), "public_key": _ref("PublicKey"),
+        },
+    },
+}
+
+
+def _proof_paths() -> dict:
+    """Receipts, checkpoints and the public key (docs/verification.md)."""
+    checkpoint = _json(_ref("Checkpoint"))
+    checkpoint_number = {"type": "integer", "minimum": 1}
+    return {
+        f"{BASE}/numbers/{{document_number}}/proof": {"get": _op(
+            "Receipt of an issued number: its chain to a signed checkpoint",
+            {"200": _json(_ref("Receipt"))},
+            params=[_path_param("document_number", example=NUMBER_EXAMPLE), _query("project")],
+            perm="correspondence.read")},
+        f"{BASE}/proofs": {"get": _op(
+            "Receipt of an issued number given in the query (any number text)",
+            {"200": _json(_ref("Receipt"))},
+            params=[{**_query("document_number"), "required": True}, _query("project")],
+            perm="correspondence.read")},
+        f"{BASE}/checkpoints": {"get": _op(
+            "Signed checkpoints, oldest first", {"200": _page_of("Checkpoint")},
+            params=PAGING, perm="correspondence.read")},
+        f"{BASE}/checkpoints/latest": {"get": _op(
+            "The latest signed checkpoint", {"200": checkpoint}, perm="correspondence.read")},
+        f"{BASE}/checkpoints/{{checkpoint_id}}": {"get": _op(
+            "One signed checkpoint", {"200": checkpoint},
+            params=[_path_param("checkpoint_id", checkpoint_number, example=1)],
+            perm="correspondence.read")},
+        f"{BASE}/checkpoints/consistency": {"get": _op(
+            "RFC 9162 consistency proof: checkpoint second extends checkpoint first",
+            {"200": _json(_ref("Consistency"))},
+            params=[{**_query("first", checkpoint_number), "required": True},
+                    {**_query("second", checkpoint_number), "required": True}],
+            perm="correspondence.read")},
+        f"{BASE}/checkpoints/public-key": {"get": _op(
+            "The Ed25519 public key that signs the checkpoints",
+            {"200": _json(_ref("PublicKey")), "404": _problems()["404"]}, auth=False)},
+    }
+
+
 EXTRA_PATHS: dict = {}  # later route groups add their entries here
 
 
@@ -467,10 +549,10 @@ def openapi_document() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "docnum — document numbering", "version": "1.0.0"},
         "components": {
-            "schemas": {**SCHEMAS, **ADMIN_SCHEMAS},
+            "schemas": {**SCHEMAS, **ADMIN_SCHEMAS, **PROOF_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "bearerFormat": "JWT"}},
         },
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **_admin_paths(), **EXTRA_PATHS},
+        "paths": {**_paths(), **_admin_paths(), **_proof_paths(), **EXTRA_PATHS},
     }

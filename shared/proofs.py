@@ -147,4 +147,22 @@ def _verify(receipt: dict, public: Ed25519PublicKey | None) -> list[str]:
     return problems
 
 
-__all__ = ["FORMAT", "find_row", "number_proof", "verify_receipt"]
+def verification_state(session: Session, row: IssuedNumber,
+                       public: Ed25519PublicKey | None) -> dict:
+    """What the console shows: ``verified`` (the row is as issued and its chain reaches a head
+    the latest checkpoint signed), ``pending`` (as issued, no checkpoint covers it yet) or
+    ``failed`` with the reasons."""
+    try:
+        receipt = number_proof(session, row, public)
+    except DocnumError as exc:
+        return {"state": "failed", "problems": [exc.detail], "checkpoint": None}
+    problems = verify_receipt(receipt, public)
+    pending = receipt["status"] == "pending"
+    if pending:
+        problems = [p for p in problems if not p.startswith("not yet in a signed checkpoint")]
+    state = "failed" if problems else "pending" if pending else "verified"
+    return {"state": state, "problems": problems, "row_hash": receipt["row_hash"],
+            "checkpoint": None if pending else receipt["checkpoint"]["checkpoint"]}
+
+
+__all__ = ["FORMAT", "find_row", "number_proof", "verification_state", "verify_receipt"]

@@ -20,8 +20,18 @@ from flask import (
 
 from docnum.api.console import bp, i18n, safe_next, sign_in
 from docnum.api.http import request_actor, services
+from docnum.api.routes_proofs import public_key
 from docnum.api.security import requires
-from docnum.shared import admin, configs, console, issuing, lifecycle, reports, templates
+from docnum.shared import (
+    admin,
+    configs,
+    console,
+    issuing,
+    lifecycle,
+    proofs,
+    reports,
+    templates,
+)
 from docnum.shared.audit import OPERATIONS
 from docnum.shared.auth import SUPER_ADMIN, verify_token
 from docnum.shared.db import transaction
@@ -263,19 +273,23 @@ def gaps():
 
 @bp.get("/numbers")
 @requires("correspondence.read")
-def lookup():
+def lookup() -> str:
     number = (request.args.get("number") or "").strip()
     project = (request.args.get("project") or "").strip() or None
-    details, chain, error = None, [], None
+    details, chain, error, verification = None, [], None, None
     if number:
         try:
             with transaction(services().read_engine) as session_:
                 details = number_details(session_, number, project)
                 chain = console.replacement_chain(session_, details["project"], number)
+                verification = proofs.verification_state(
+                    session_, proofs.find_row(session_, number, details["project"]),
+                    public_key())
         except DocnumError as exc:
             error = _problem(exc)
     return render_template("console/lookup.html", section="lookup", number=number,
-                           project=project or "", details=details, chain=chain, error=error)
+                           project=project or "", details=details, chain=chain, error=error,
+                           verification=verification)
 
 
 # --------------------------------------------------------------------------- admin actions

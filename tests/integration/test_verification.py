@@ -463,7 +463,12 @@ def test_docnum_verify_exits_1_naming_the_row(engine, settings, seed, key, tmp_p
     assert unchecked.returncode == 2 and "NOT checked" in unchecked.stdout
 
 
-def test_checkpoint_refuses_without_a_key_in_production(settings, engine):
+def test_checkpoint_refuses_without_a_key_in_production(database_url, engine, tmp_path):
+    from docnum.shared.settings import load_settings
+
+    settings = load_settings({"DOCNUM_DATABASE_URL": database_url,
+                              "DOCNUM_BROKER_URL": "redis://127.0.0.1:1/0",
+                              "DOCNUM_VAR_DIR": str(tmp_path), "DOCNUM_JWT_SECRET": "x" * 40})
     assert settings.signing_key_file is None  # MariaDB: not the embedded default
     result = checkpoints.run_checkpoint(engine, settings, CLOCK)
     assert "DOCNUM_SIGNING_KEY_FILE" in result["skipped"]
@@ -500,3 +505,98 @@ def test_checkpoint_beat_task_runs_under_its_lease(settings, engine, seed, key, 
     assert result["checkpoint"] == 1 and result["withheld"] == 0
     assert beat.run_locked(keyed, "checkpoint", lambda: checkpoints.run_checkpoint(
         engine, keyed, CLOCK)) == {"unchanged": True}
+
+
+# ------------------------------------------------------------------------ HTTP API
+
+BASE = "/api/v1/document-numbering"
+
+
+def test_answers_carry_row_hash_and_the_proof_route_serves_receipts(app, client, auth, seed,
+                                                                    engine, settings):
+    seed()
+    made = client.post(f"{BASE}/generate?timeout=10", json=letter(), headers=auth())
+    assert made.status_code == 201, made.json
+    number = made.json
+    assert len(number["row_hash"]) == 64
+    # The same row_hash wherever the number is read.
+    again = client.get(f"{BASE}/numbers/{number['document_number']}", headers=auth())
+    assert again.json["row_hash"] == number["row_hash"]
+    status = client.get(made.headers["Location"], headers=auth())
+    assert status.json["result"]["row_hash"] == number["row_hash"]
+
+    key = checkpoints.load_signing_key(settings)
+    pending = client.get(f"{BASE}/numbers/{number['document_number']}/proof", headers=auth())
+    assert pending.status_code == 200 and pending.json["status"] == "pending"
+    assert client.get(f"{BASE}/checkpoints/latest", headers=auth()).status_code == 404
+    checkpoint(engine, key)
+    proof = client.get(f"{BASE}/numbers/{number['document_number']}/proof", headers=auth())
+    assert proof.status_code == 200, proof.json
+    receipt = proof.json
+    assert receipt["row_hash"] == number["row_hash"]
+    published = client.get(f"{BASE}/checkpoints/public-key")  # no credentials needed
+    assert published.status_code == 200
+    public = checkpoints.load_public_key(published.json["public_key"].encode())
+    assert published.json["key_id"] == receipt["checkpoint"]["key_id"]
+    assert proofs.verify_receipt(receipt, public) == []
+    by_query = client.get(f"{BASE}/proofs", query_string={
+        "document_number": number["document_number"]}, headers=auth())
+    assert by_query.json["row_hash"] == receipt["row_hash"]
+
+    listed = client.get(f"{BASE}/checkpoints", headers=auth()).json
+    assert [c["checkpoint"] for c in listed["items"]] == [1]
+    assert client.get(f"{BASE}/checkpoints/1", headers=auth()).json == listed["items"][0]
+    assert client.get(f"{BASE}/checkpoints/2", headers=auth()).status_code == 404
+    client.post(f"{BASE}/generate?timeout=10", json=letter(), headers=auth())
+    checkpoint(engine, key)
+    linked = client.get(f"{BASE}/checkpoints/consistency?first=1&second=2", headers=auth())
+    assert linked.status_code == 200 and checkpoints.verify_consistency(linked.json) is None
+    assert client.get(f"{BASE}/checkpoints/consistency?first=2&second=1",
+                      headers=auth()).status_code == 422
+    assert client.get(f"{BASE}/checkpoints/consistency?first=x&second=1",
+                      headers=auth()).status_code == 422
+    assert client.get(f"{BASE}/numbers/NO-SUCH/proof", headers=auth()).status_code == 404
+    assert client.get(f"{BASE}/numbers/{number['document_number']}/proof",
+                      headers=auth(perms=[])).status_code == 403
+
+
+def test_numbers_with_slashes_route_to_the_right_receipt(client, auth, seed, engine, settings):
+    seed()
+    for number in ("OLD/2019/001", "OLD/2019/001/proof"):
+        made = client.post(f"{BASE}/admin/manual-override", headers=auth(), json={
+            **letter(), "document_number": number, "reason": "legacy paper register"})
+        assert made.status_code == 201, made.json
+    checkpoint(engine, checkpoints.load_signing_key(settings))
+    # "OLD/2019/001/proof" is a number: the path keeps meaning its details...
+    details = client.get(f"{BASE}/numbers/OLD/2019/001/proof", headers=auth())
+    assert details.json["document_number"] == "OLD/2019/001/proof" and "history" in details.json
+    # ...its receipt is one more /proof away, and its prefix's receipt is in the query form.
+    own = client.get(f"{BASE}/numbers/OLD/2019/001/proof/proof", headers=auth())
+    assert own.json["document_number"] == "OLD/2019/001/proof" and "chain" in own.json
+    prefix = client.get(f"{BASE}/proofs?document_number=OLD/2019/001", headers=auth())
+    assert prefix.json["document_number"] == "OLD/2019/001" and "chain" in prefix.json
+    assert client.get(f"{BASE}/numbers/OLD/2019/001", headers=auth()).json[
+        "document_number"] == "OLD/2019/001"
+
+
+def test_console_lookup_shows_the_verification_state(app, token, client, auth, seed, engine,
+                                                     settings):
+    from tests.integration.test_console import console_client
+
+    seed()
+    made = client.post(f"{BASE}/generate?timeout=10", json=letter(), headers=auth())
+    number = made.json["document_number"]
+    console = console_client(app, token, "reader", ["correspondence.read"])
+
+    def state() -> str:
+        page = console.get("/console/numbers", query_string={"number": number})
+        return page.get_data(as_text=True)
+
+    assert 'data-verification="pending"' in state()
+    checkpoint(engine, checkpoints.load_signing_key(settings))
+    page = state()
+    assert 'data-verification="verified"' in page and made.json["row_hash"] in page
+    sql(engine, "UPDATE document_numbers SET issued_by = 'mallory' WHERE document_number = :n",
+        n=number)
+    page = state()
+    assert 'data-verification="failed"' in page and "was changed" in page
