@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 GENESIS = bytes(32)
 LEDGER = "ledger"
@@ -69,21 +70,60 @@ def canonical(obj: object) -> bytes:
     return _canonical(obj).encode()
 
 
-def ledger_encoding(row: Mapping[str, object]) -> bytes:
-    """The canonical encoding of a ledger row (a dict or anything with the columns as keys)."""
-    obj = {name: _value(row[name]) for name in LEDGER_FIELDS}
-    obj["type"] = LEDGER_TYPE
+# The row encodings run for every row the allocator writes and every row ``docnum verify``
+# reads: the values are taken in sorted key order (``docnum verify`` reads the columns in that
+# order), the few that are not JSON already are converted by position, and the object is
+# encoded in one call of the C encoder. The same bytes as ``reference_encoding`` (which
+# tests/unit/test_chain.py checks), without converting and sorting field by field.
+class _Encoding:
+    def __init__(self, fields: tuple[str, ...], type_name: str,
+                 convert: dict[str, Callable[[Any], object]]) -> None:
+        self.keys = sorted((*fields, "type"))
+        self.columns = tuple(k for k in self.keys if k != "type")  # the values, in order
+        self._type_at = self.keys.index("type")
+        self._type_name = type_name
+        self._convert = [(self.columns.index(name), fn) for name, fn in convert.items()]
+
+    def values(self, values: Iterable[object]) -> bytes:
+        """The encoding of a row given as its values in ``columns`` order."""
+        values = list(values)
+        for index, convert in self._convert:
+            value = values[index]
+            if value is not None:
+                values[index] = convert(value)
+        values.insert(self._type_at, self._type_name)
+        return _canonical(dict(zip(self.keys, values, strict=True))).encode()
+
+    def __call__(self, row: Mapping[str, object]) -> bytes:
+        """The encoding of a row given as a mapping of column names."""
+        return self.values([row[name] for name in self.columns])
+
+
+def _timestamp_of(value: datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return timestamp(value)
+
+
+#: The canonical encoding of a ledger row (a dict or anything with the columns as keys).
+ledger_encoding = _Encoding(LEDGER_FIELDS, LEDGER_TYPE,
+                            {"issued_at": _timestamp_of, "document_date": date.isoformat})
+#: ... and of an audit row (``success`` is a boolean whatever the driver returns).
+audit_encoding = _Encoding(AUDIT_FIELDS, AUDIT_TYPE,
+                           {"created_at": _timestamp_of, "success": bool})
+
+
+def reference_encoding(row: Mapping[str, object], kind: str) -> bytes:
+    """The definition the fast encoders must match: the row's object as canonical JSON."""
+    obj = {name: _value(row[name]) for name in (LEDGER_FIELDS if kind == LEDGER
+                                                 else AUDIT_FIELDS)}
+    if kind == AUDIT:
+        obj["success"] = bool(obj["success"])
+    obj["type"] = LEDGER_TYPE if kind == LEDGER else AUDIT_TYPE
     return _canonical(obj).encode()
 
 
-def audit_encoding(row: Mapping[str, object]) -> bytes:
-    obj = {name: _value(row[name]) for name in AUDIT_FIELDS}
-    obj["success"] = bool(obj["success"])
-    obj["type"] = AUDIT_TYPE
-    return _canonical(obj).encode()
-
-
-ENCODERS: dict[str, Callable[[Mapping[str, object]], bytes]] = {
+ENCODERS: dict[str, _Encoding] = {
     LEDGER: ledger_encoding, AUDIT: audit_encoding}
 
 

@@ -8,16 +8,17 @@ against the stored hash of the row before it, so one edited row is named alone a
 after it still verify. Then each chain's end is compared with the head its counter holds and
 with every head the signed log recorded, the log's leaves with their hashes and every
 checkpoint's root and signature, and the audit trail with the ledger (every number an audit row
-names is there, in the state the audit trail says).
+names is there, in the state the audit trail says), collected on the same walk.
 """
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import ColumnElement, Table, and_, case, exists, or_, select
+from sqlalchemy import Table, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -33,8 +34,9 @@ from docnum.shared.models import (
 )
 
 LEDGER_TABLE = "document_numbers"
-ISSUING = ("GENERATE", "RESERVE", "REPLACE", "MANUAL_OVERRIDE", "IMPORT")
+ISSUING = frozenset({"GENERATE", "RESERVE", "REPLACE", "MANUAL_OVERRIDE", "IMPORT"})
 TERMINAL = {"VOID": "VOID", "CANCEL": "CANCELLED", "EXPIRE": "EXPIRED"}
+CROSS_CHECKED = ISSUING | {"CONFIRM"} | set(TERMINAL)
 _STREAM = {"stream_results": True, "yield_per": 10_000}
 
 
@@ -97,41 +99,60 @@ class _State:
     def __init__(self, leaves: list[tuple[int, bytes, int]]) -> None:
         self.expect = 1
         self.previous: bytes | None = chain.GENESIS
-        self.pending: dict[int, tuple[str, Mapping]] = {}
-        self.last_row: tuple[str, Mapping] | None = None
+        self.pending: dict[int, tuple[str, tuple]] = {}
+        self.last_row: tuple[str, tuple] | None = None
         self.leaves = leaves            # (length, head, checkpoint id), by length
         self.leaf_at = 0
 
 
 class _Walker:
-    """The chains of one kind, fed rows in any order."""
+    """The chains of one kind, fed rows in any order.
+
+    A row is a tuple: ``id``, ``row_hash``, the extra columns of ``EXTRA[kind]``, then the
+    encoded columns in the encoding's order (``chain.ENCODERS[kind].columns``), so each row is
+    encoded straight from the driver's tuple.
+    """
+
+    EXTRA = {chain.LEDGER: ("state", "source"), chain.AUDIT: ()}
 
     def __init__(self, kind: str, leaves: dict[str | None, list[tuple[int, bytes, int]]],
-                 report: Report) -> None:
+                 report: Report, cross: _CrossCheck) -> None:
         self.kind = kind
         self.encode = chain.ENCODERS[kind]
         self.leaves = leaves
         self.report = report
+        self.cross = cross
         self.chains: dict[str | None, _State] = {}
+        self.start = 2 + len(self.EXTRA[kind])
+        index = {name: self.start + i for i, name in enumerate(self.encode.columns)}
+        self.at = index
+        self.i_key, self.i_pos = index["counter_key"], index["chain_pos"]
+        self.i_number = index["document_number"]
 
-    def _finding(self, kind: str, table: str, row: Mapping | None, detail: str,
+    def columns(self, table: Table) -> list:
+        names = ("id", "row_hash", *self.EXTRA[self.kind], *self.encode.columns)
+        return [table.c[name] for name in names]
+
+    def _finding(self, kind: str, table: str, row: tuple | None, detail: str,
                  key: str | None = None, position: int | None = None) -> None:
         if row is not None:
-            key, position = row["counter_key"], row["chain_pos"]
-            number = row["document_number"]
+            key, position = row[self.i_key], row[self.i_pos]
             if self.kind == chain.AUDIT:
-                detail = f"{row['operation']} audit row: {detail}"
-            self.report.findings.append(Finding(kind, table, detail, key, number, position,
-                                                row["id"]))
+                detail = f"{row[self.at['operation']]} audit row: {detail}"
+            self.report.findings.append(Finding(kind, table, detail, key, row[self.i_number],
+                                                position, row[0]))
         else:
             self.report.findings.append(Finding(kind, table, detail, key, None, position))
 
-    def feed(self, table: str, rows: Iterable[Mapping]) -> int:
+    def feed(self, table: str, rows: Iterable[tuple]) -> int:
         count = 0
-        chains, encode, link = self.chains, self.encode, chain.link
+        chains, values, link, start = self.chains, self.encode.values, chain.link, self.start
+        i_key, i_pos = self.i_key, self.i_pos
+        note = self.cross.ledger if self.kind == chain.LEDGER else self.cross.audit
         for row in rows:
             count += 1
-            key, position, stored = row["counter_key"], row["chain_pos"], row["row_hash"]
+            note(table, row, self.at)
+            key, position, stored = row[i_key], row[i_pos], row[1]
             if position is None or stored is None:
                 self._finding("inserted", table, row, "the row has no place on a hash chain: "
                                                       "it was written outside docnum")
@@ -142,7 +163,7 @@ class _Walker:
             if position == state.expect:
                 stored = bytes(stored)
                 if state.previous is not None and link(state.previous,
-                                                       encode(row)) != stored:
+                                                       values(row[start:])) != stored:
                     self._finding("edited", table, row, "the row does not hash to its stored "
                                                         "row_hash: changed since it was written")
                 self._accept(state, table, row, stored)
@@ -155,16 +176,16 @@ class _Walker:
                 state.pending[position] = (table, row)
         return count
 
-    def _check_and_accept(self, state: _State, table: str, row: Mapping) -> None:
-        stored = bytes(row["row_hash"])
-        if state.previous is not None and chain.link(state.previous,
-                                                     self.encode(row)) != stored:
+    def _check_and_accept(self, state: _State, table: str, row: tuple) -> None:
+        stored = bytes(row[1])
+        if state.previous is not None and chain.link(
+                state.previous, self.encode.values(row[self.start:])) != stored:
             self._finding("edited", table, row, "the row does not hash to its stored "
                                                 "row_hash: changed since it was written")
         self._accept(state, table, row, stored)
 
-    def _accept(self, state: _State, table: str, row: Mapping, stored: bytes) -> None:
-        position = row["chain_pos"]
+    def _accept(self, state: _State, table: str, row: tuple, stored: bytes) -> None:
+        position = row[self.i_pos]
         state.previous, state.expect, state.last_row = stored, position + 1, (table, row)
         leaves = state.leaves
         while state.leaf_at < len(leaves) and leaves[state.leaf_at][0] <= position:
@@ -217,21 +238,77 @@ class _Walker:
                 break
         self.report.chains += len(self.chains)
 
-    def _name(self, entry: tuple[str, Mapping] | None) -> str:
+    def _name(self, entry: tuple[str, tuple] | None) -> str:
         if entry is None:
             return "the start of the chain"
         _table, row = entry
-        label = row["document_number"] or f"audit row {row['id']}"
-        return f"{label} (position {row['chain_pos']})"
+        label = row[self.i_number] or f"audit row {row[0]}"
+        return f"{label} (position {row[self.i_pos]})"
 
 
-def _rows(session: Session, table: Table, fields: tuple[str, ...]) -> Iterable[Mapping]:
-    columns = [table.c.id, table.c.row_hash, *[table.c[f] for f in fields]]
-    if "document_number" not in fields:
-        columns.append(table.c.document_number)
-    result = session.connection().execution_options(**_STREAM).execute(
-        select(*columns).order_by(table.c.id))
-    return result.mappings()
+class _CrossCheck:
+    """The audit trail against the ledger, collected while both are walked: every number an
+    audit row issued or changed is in the ledger, issued when its audit row says, in the final
+    state its audit rows gave it; and every number was issued by an audited operation."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        # counter key -> number -> [id, issued_at, state, source, issued?, final op seen?]
+        self.numbers: dict[str | None, dict[str, list]] = {}
+
+    def ledger(self, _table: str, row: tuple, at: dict[str, int]) -> None:
+        by_number = self.numbers.get(row[at["counter_key"]])
+        if by_number is None:
+            by_number = self.numbers[row[at["counter_key"]]] = {}
+        by_number[row[at["document_number"]]] = [row[0], row[at["issued_at"]],
+                                                 sys.intern(row[2]), sys.intern(row[3]),
+                                                 False, False]
+
+    def audit(self, table: str, row: tuple, at: dict[str, int]) -> None:
+        operation, number = row[at["operation"]], row[at["document_number"]]
+        if number is None or not row[at["success"]] or operation not in CROSS_CHECKED:
+            return
+        key = row[at["counter_key"]]
+        entry = self.numbers.get(key, {}).get(number)
+        if entry is None:
+            self.report.findings.append(Finding(
+                "deleted", LEDGER_TABLE, f"{operation} audit row {row[0]} ({table}) names "
+                                         f"{number}, which is no longer in the ledger", key,
+                number, row_id=row[0]))
+            return
+        if operation in ISSUING:
+            entry[4] = True
+            if entry[1] != row[at["created_at"]]:
+                self.report.findings.append(Finding(
+                    "edited", LEDGER_TABLE, f"issued_at differs from the time of its "
+                                            f"{operation} audit row {row[0]}", key, number,
+                    row_id=entry[0]))
+        elif operation in TERMINAL:
+            entry[5] = True
+            if entry[2] != TERMINAL[operation]:
+                self.report.findings.append(Finding(
+                    "state", LEDGER_TABLE, f"state is {entry[2]}, but {operation} audit row "
+                                           f"{row[0]} made it {TERMINAL[operation]}", key,
+                    number, row_id=entry[0]))
+
+    def finish(self) -> None:
+        final = {state: operation for operation, state in TERMINAL.items()}
+        for key, by_number in self.numbers.items():
+            for number, (row_id, _at, state, source, issued, ended) in by_number.items():
+                if not issued:
+                    self.report.findings.append(Finding(
+                        "inserted", LEDGER_TABLE, "no audit row issued this number: it was "
+                                                  "added outside docnum", key, number,
+                        row_id=row_id))
+                if state in final and not ended and source != "IMPORT":
+                    self.report.findings.append(Finding(
+                        "state", LEDGER_TABLE, f"state is {state}, but no {final[state]} audit "
+                                               "row records it", key, number, row_id=row_id))
+
+
+def _rows(session: Session, walker: _Walker, table: Table) -> Iterable[tuple]:
+    return session.connection().execution_options(**_STREAM).execute(
+        select(*walker.columns(table)).order_by(table.c.id))
 
 
 def _heads(session: Session) -> tuple[dict[str | None, chain.Head], dict[str | None, chain.Head]]:
@@ -319,81 +396,6 @@ def _check_log(session: Session, public: Ed25519PublicKey | None, report: Report
     return recorded
 
 
-# --------------------------------------------------------------------------- audit vs ledger
-
-def _same_key(a: ColumnElement, b: ColumnElement) -> ColumnElement:
-    """Equal counter keys, a NULL matching a NULL (both rows are off any counter)."""
-    return or_(a == b, and_(a.is_(None), b.is_(None)))
-
-
-def _cross_check(session: Session, report: Report) -> None:
-    ledger = IssuedNumber.__table__
-    for model in (AuditArchiveRow, AuditRow):
-        audit = model.__table__
-        same_row = and_(ledger.c.document_number == audit.c.document_number,
-                        _same_key(ledger.c.counter_key, audit.c.counter_key))
-        # A number the audit trail issued or changed must be in the ledger.
-        missing = session.execute(
-            select(audit.c.id, audit.c.operation, audit.c.counter_key, audit.c.document_number)
-            .where(audit.c.success.is_(True), audit.c.document_number.is_not(None),
-                   audit.c.operation.in_(ISSUING + ("CONFIRM",) + tuple(TERMINAL)),
-                   ~exists().where(same_row)))
-        for row_id, operation, key, number in missing:
-            report.findings.append(Finding(
-                "deleted", LEDGER_TABLE, f"{operation} audit row {row_id} names {number}, which "
-                                         "is no longer in the ledger", key, number,
-                row_id=row_id))
-        # Issued when the audit trail says (the allocator writes both in one transaction).
-        moved = session.execute(
-            select(ledger.c.id, ledger.c.document_number, ledger.c.counter_key, audit.c.id,
-                   audit.c.operation)
-            .join(audit, same_row)
-            .where(audit.c.success.is_(True), audit.c.operation.in_(ISSUING),
-                   ledger.c.issued_at != audit.c.created_at))
-        for row_id, number, key, audit_id, operation in moved:
-            report.findings.append(Finding(
-                "edited", LEDGER_TABLE, f"issued_at differs from the time of its {operation} "
-                                        f"audit row {audit_id}", key, number, row_id=row_id))
-        # A void, cancellation or expiry is final: the ledger must show it.
-        expected = case(*[(audit.c.operation == op, state) for op, state in TERMINAL.items()])
-        changed = session.execute(
-            select(ledger.c.id, ledger.c.document_number, ledger.c.counter_key, ledger.c.state,
-                   audit.c.operation, audit.c.id)
-            .join(audit, same_row)
-            .where(audit.c.success.is_(True), audit.c.operation.in_(tuple(TERMINAL)),
-                   ledger.c.state != expected))
-        for row_id, number, key, state, operation, audit_id in changed:
-            report.findings.append(Finding(
-                "state", LEDGER_TABLE, f"state is {state}, but {operation} audit row {audit_id} "
-                                       f"made it {TERMINAL[operation]}", key, number,
-                row_id=row_id))
-    audits = [m.__table__ for m in (AuditArchiveRow, AuditRow)]
-    # Every number was issued by an operation the audit trail records.
-    issued = [exists().where(a.c.operation.in_(ISSUING), a.c.success.is_(True),
-                             a.c.document_number == ledger.c.document_number,
-                             _same_key(a.c.counter_key, ledger.c.counter_key))
-              for a in audits]
-    for row_id, number, key in session.execute(
-            select(ledger.c.id, ledger.c.document_number, ledger.c.counter_key)
-            .where(~or_(*issued))):
-        report.findings.append(Finding(
-            "inserted", LEDGER_TABLE, "no audit row issued this number: it was added outside "
-                                      "docnum", key, number, row_id=row_id))
-    # And a final state the audit trail never recorded was set behind docnum's back.
-    for state, operation in (("VOID", "VOID"), ("CANCELLED", "CANCEL"), ("EXPIRED", "EXPIRE")):
-        recorded = [exists().where(a.c.operation == operation, a.c.success.is_(True),
-                                   a.c.document_number == ledger.c.document_number,
-                                   _same_key(a.c.counter_key, ledger.c.counter_key))
-                    for a in audits]
-        for row_id, number, key in session.execute(
-                select(ledger.c.id, ledger.c.document_number, ledger.c.counter_key)
-                .where(ledger.c.state == state, ledger.c.source != "IMPORT",
-                       ~or_(*recorded))):
-            report.findings.append(Finding(
-                "state", LEDGER_TABLE, f"state is {state}, but no {operation} audit row "
-                                       "records it", key, number, row_id=row_id))
-
-
 # --------------------------------------------------------------------------- entry point
 
 def verify(engine: Engine, public: Ed25519PublicKey | None) -> Report:
@@ -403,17 +405,17 @@ def verify(engine: Engine, public: Ed25519PublicKey | None) -> Report:
     with transaction(engine) as session:
         recorded = _check_log(session, public, report)
         ledger_heads, audit_heads = _heads(session)
-        ledger = _Walker(chain.LEDGER, recorded[chain.LEDGER], report)
-        report.ledger_rows = ledger.feed(LEDGER_TABLE, _rows(session, IssuedNumber.__table__,
-                                                             chain.LEDGER_FIELDS))
+        cross = _CrossCheck(report)
+        ledger = _Walker(chain.LEDGER, recorded[chain.LEDGER], report, cross)
+        report.ledger_rows = ledger.feed(LEDGER_TABLE,
+                                         _rows(session, ledger, IssuedNumber.__table__))
         ledger.finish(ledger_heads)
-        audit = _Walker(chain.AUDIT, recorded[chain.AUDIT], report)
-        report.audit_rows = audit.feed("audit_log_archive", _rows(
-            session, AuditArchiveRow.__table__, chain.AUDIT_FIELDS))
-        report.audit_rows += audit.feed("audit_log", _rows(session, AuditRow.__table__,
-                                                           chain.AUDIT_FIELDS))
+        audit = _Walker(chain.AUDIT, recorded[chain.AUDIT], report, cross)
+        for model in (AuditArchiveRow, AuditRow):
+            report.audit_rows += audit.feed(model.__tablename__,
+                                            _rows(session, audit, model.__table__))
         audit.finish(audit_heads)
-        _cross_check(session, report)
+        cross.finish()
     report.seconds = time.perf_counter() - started
     return report
 
