@@ -36,7 +36,8 @@ def key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
-def issue(engine, settings, count: int = 1, mode: str = "generate", **overrides) -> list[dict]:
+def issue(engine, settings, count: int = 1, mode: str = "generate",
+          **overrides: object) -> list[dict]:
     ctx = parse_context(letter(**overrides))
     with transaction(engine) as session:
         config, counter_key, day = prepare(session, ctx, now=CLOCK.now(),
@@ -49,7 +50,7 @@ def issue(engine, settings, count: int = 1, mode: str = "generate", **overrides)
     return [o.number for o in outcomes]
 
 
-def sql(engine, statement: str, **params) -> None:
+def sql(engine, statement: str, **params: object) -> None:
     with engine.begin() as conn:
         conn.execute(text(statement), params)
 
@@ -135,7 +136,8 @@ def test_every_writer_chains_its_rows_and_verify_finds_nothing(engine, settings,
     admin.approve_reset(engine, filed["reset_request_id"], Actor("bob"), CLOCK)
     admin.approve_reset(engine, filed["reset_request_id"], Actor("carol"), CLOCK)
     with transaction(engine) as session:
-        update_config_audited(session, ids["MEMO"], {"active": True, "change_reason": "a verification check"},
+        update_config_audited(session, ids["MEMO"],
+                              {"active": True, "change_reason": "a verification check"},
                               ALICE, CLOCK.now())
         write_audit(session, "CATALOG_CHANGE", ALICE, CLOCK.now(), after={"code": "X"})
     ctx = parse_context(letter())
