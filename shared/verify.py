@@ -123,6 +123,8 @@ class _Walker:
         self.report = report
         self.cross = cross
         self.chains: dict[str | None, _State] = {}
+        # Rows that failed their hash, per chain: (finding, row, hash of the row before it).
+        self.failed: dict[str | None, list[tuple[Finding, tuple, bytes]]] = {}
         self.start = 2 + len(self.EXTRA[kind])
         index = {name: self.start + i for i, name in enumerate(self.encode.columns)}
         self.at = index
@@ -164,8 +166,7 @@ class _Walker:
                 stored = bytes(stored)
                 if state.previous is not None and link(state.previous,
                                                        values(row[start:])) != stored:
-                    self._finding("edited", table, row, "the row does not hash to its stored "
-                                                        "row_hash: changed since it was written")
+                    self._edited(state, table, row)
                 self._accept(state, table, row, stored)
                 while state.expect in state.pending:
                     waiting_table, waiting = state.pending.pop(state.expect)
@@ -180,9 +181,42 @@ class _Walker:
         stored = bytes(row[1])
         if state.previous is not None and chain.link(
                 state.previous, self.encode.values(row[self.start:])) != stored:
-            self._finding("edited", table, row, "the row does not hash to its stored "
-                                                "row_hash: changed since it was written")
+            self._edited(state, table, row)
         self._accept(state, table, row, stored)
+
+    def _edited(self, state: _State, table: str, row: tuple) -> None:
+        self._finding("edited", table, row, "the row does not hash to its stored row_hash: "
+                                            "changed since it was written")
+        assert state.previous is not None
+        self.failed.setdefault(row[self.i_key], []).append(
+            (self.report.findings[-1], row, state.previous))
+
+    def _hashes_at(self, row: tuple, position: int, previous: bytes) -> bool:
+        values = list(row[self.start:])
+        values[self.i_pos - self.start] = position
+        return chain.link(previous, self.encode.values(values)) == bytes(row[1])
+
+    def _reordered(self, failures: list[tuple[Finding, tuple, bytes]]) -> None:
+        """Two rows that fail where they are but hash in each other's place were swapped; the
+        rows right after them then fail only because their predecessor moved: not blamed."""
+        by_position = {row[self.i_pos]: (finding, row) for finding, row, _ in failures}
+        for i, (fx, x, x_prev) in enumerate(failures[:50]):
+            for fy, y, y_prev in failures[i + 1:50]:
+                p, q = x[self.i_pos], y[self.i_pos]
+                x_then = bytes(y[1]) if q - 1 == p else y_prev
+                y_then = bytes(x[1]) if p - 1 == q else x_prev
+                if not (self._hashes_at(x, q, x_then) and self._hashes_at(y, p, y_then)):
+                    continue
+                for finding, now, then in ((fx, p, q), (fy, q, p)):
+                    finding.kind = "reordered"
+                    finding.detail = (f"the row was at position {then} and is now at {now}: "
+                                      "its place on the chain was changed")
+                for after, predecessor in ((p + 1, bytes(y[1])), (q + 1, bytes(x[1]))):
+                    follower = by_position.get(after)
+                    if follower and follower[1] not in (x, y) and self._hashes_at(
+                            follower[1], after, predecessor) \
+                            and follower[0] in self.report.findings:
+                        self.report.findings.remove(follower[0])
 
     def _accept(self, state: _State, table: str, row: tuple, stored: bytes) -> None:
         position = row[self.i_pos]
@@ -236,6 +270,9 @@ class _Walker:
                               f"checkpoint {checkpoint_id} signed this chain at length "
                               f"{length_}; it now ends at {last}", key, last + 1)
                 break
+        for failures in self.failed.values():
+            if len(failures) > 1:
+                self._reordered(failures)
         self.report.chains += len(self.chains)
 
     def _name(self, entry: tuple[str, tuple] | None) -> str:

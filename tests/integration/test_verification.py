@@ -602,3 +602,15 @@ def test_console_lookup_shows_the_verification_state(app, token, client, auth, s
         n=number)
     page = state()
     assert 'data-verification="failed"' in page and "was changed" in page
+
+
+@pytest.mark.parametrize(("a", "b"), [(1, 2), (1, 4)])
+def test_swapped_chain_positions_are_named_reordered(engine, settings, seed, key, a, b):
+    seed()
+    numbers = issue(engine, settings, 5)
+    x, y = numbers[a - 1]["document_number"], numbers[b - 1]["document_number"]
+    sql(engine, "UPDATE document_numbers SET chain_pos = CASE document_number WHEN :x THEN :b "
+                "ELSE :a END WHERE document_number IN (:x, :y)", x=x, y=y, a=a, b=b)
+    found = findings(engine, key)
+    assert {(f.kind, f.document_number) for f in found} == {("reordered", x),
+                                                            ("reordered", y)}, found
