@@ -302,7 +302,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     settings = _settings()
     public = _public_key(args.public_key, settings)
-    report = verify(_engine(settings), public)
+    report = verify(_engine(settings), public, jobs=args.jobs)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -414,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "checkpoints' signatures with (default: the "
                                              "signing key's)")
     verify.add_argument("--json", action="store_true", help="the report as JSON")
+    verify.add_argument("--jobs", type=int, default=2, choices=(1, 2),
+                        help="2 (default): the ledger and the audit trail in two processes")
     verify.set_defaults(func=cmd_verify)
     receipt = sub.add_parser("verify-receipt", help="check a receipt (GET /numbers/{n}/proof) "
                                                     "offline")

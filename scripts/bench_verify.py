@@ -113,16 +113,18 @@ def main() -> int:
         cpu = time.process_time()
         report = verify(get_engine(url), key.public_key())
         cpu = time.process_time() - cpu
+        parallel = verify(get_engine(url), key.public_key(), jobs=2)
         print(json.dumps({
             "rows": args.rows, "counters": args.counters, "fill_s": round(fill_s, 1),
             "first_checkpoint_s": round(checkpoint_s, 1),
             "checkpoint_leaves": made["tree_size"] if made else 0,
             "verify_s": round(report.seconds, 1), "verify_cpu_s": round(cpu, 1),
+            "verify_jobs2_s": round(parallel.seconds, 1),
             "load_average": os.getloadavg()[0],
             "ledger_rows_per_s": round(report.ledger_rows / report.seconds),
             "ledger_rows": report.ledger_rows, "audit_rows": report.audit_rows,
             "findings": len(report.findings)}))
-        return 0 if report.ok else 1
+        return 0 if report.ok and parallel.ok else 1
     finally:
         dispose_engines(url)
         with admin.begin() as conn:

@@ -8,9 +8,10 @@ length), then signs the RFC 9162 Merkle root of the whole log with the deploymen
 Because the log only grows, any two checkpoints are linked by a consistency proof.
 
 A run refuses to sign what it cannot vouch for: the previous checkpoint must carry this key's
-valid signature and the stored leaves must still give its root, and each grown chain is walked from its last recorded head to its new
-head; a chain that does not extend its recorded head (rewritten, rows removed) gets no new leaf
-and is named in the checkpoint's note (``withheld``).
+valid signature and the stored leaves must still give its root, and each grown chain is walked
+from its last recorded head to its new head; a chain that does not extend its recorded head
+(rewritten, rows removed) gets no new leaf and is named in the checkpoint's note
+(``withheld``).
 """
 from __future__ import annotations
 
@@ -316,18 +317,42 @@ def extends(session: Session, target: _Chain, recorded: tuple[int, bytes] | None
     if target.length < length:
         return False, []
     encode = chain.ENCODERS[target.kind]
+    at = encode.columns.index("chain_pos") + 1
     marks: list[tuple[int, bytes]] = []
     position = length
-    for row in chain_rows(session, target.kind, target.counter_key, length, target.length):
-        if row["chain_pos"] != position + 1 or row["row_hash"] is None:
+    for row in _chain_tuples(session, target.kind, target.counter_key, length, target.length):
+        if row[at] != position + 1 or row[0] is None:
             return False, []
-        digest = chain.link(previous, encode(row))
-        if digest != bytes(row["row_hash"]):
+        digest = chain.link(previous, encode.values(row[1:]))
+        if digest != bytes(row[0]):
             return False, []
         position, previous = position + 1, digest
         if position % SPAN == 0 and position < target.length:
             marks.append((position, digest))
     return position == target.length and previous == target.head, marks
+
+
+def _chain_tuples(session: Session, kind: str, counter_key: str | None, after: int, upto: int,
+                  window: int = 50_000) -> Iterator[tuple]:
+    """``chain_rows`` as tuples (row_hash, then the encoded columns in encoding order): the
+    checkpoint's walk encodes them straight from the driver's rows."""
+    tables = [IssuedNumber.__table__] if kind == chain.LEDGER else \
+        [AuditArchiveRow.__table__, AuditRow.__table__]
+    columns = chain.ENCODERS[kind].columns
+    at = columns.index("chain_pos") + 1
+    for start in range(after, upto, window):
+        end = min(start + window, upto)
+        rows: list[tuple] = []
+        for table in tables:
+            key = table.c.counter_key == counter_key if counter_key is not None else \
+                table.c.counter_key.is_(None)
+            rows += session.execute(
+                select(table.c.row_hash, *[table.c[c] for c in columns])
+                .where(key, table.c.chain_pos > start, table.c.chain_pos <= end)
+                .order_by(table.c.chain_pos)).all()
+        if len(tables) > 1:
+            rows.sort(key=lambda r: r[at])
+        yield from rows
 
 
 def make_checkpoint(engine: Engine, key: Ed25519PrivateKey, clock: Clock) -> dict | None:

@@ -12,9 +12,11 @@ names is there, in the state the audit trail says), collected on the same walk.
 """
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import time
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -435,26 +437,82 @@ def _check_log(session: Session, public: Ed25519PublicKey | None, report: Report
 
 # --------------------------------------------------------------------------- entry point
 
-def verify(engine: Engine, public: Ed25519PublicKey | None) -> Report:
-    """Everything above, on one consistent snapshot of the database."""
+def verify(engine: Engine, public: Ed25519PublicKey | None, jobs: int = 1) -> Report:
+    """Everything above, on one consistent snapshot of the database; with ``jobs`` 2, the
+    ledger and the audit trail are walked by two processes at once (each on its own snapshot,
+    which holds everything it compares)."""
     started = time.perf_counter()
-    report = Report()
-    with transaction(engine) as session:
-        recorded = _check_log(session, public, report)
-        ledger_heads, audit_heads = _heads(session)
-        cross = _CrossCheck(report)
-        ledger = _Walker(chain.LEDGER, recorded[chain.LEDGER], report, cross)
-        report.ledger_rows = ledger.feed(LEDGER_TABLE,
-                                         _rows(session, ledger, IssuedNumber.__table__))
-        ledger.finish(ledger_heads)
-        audit = _Walker(chain.AUDIT, recorded[chain.AUDIT], report, cross)
-        for model in (AuditArchiveRow, AuditRow):
-            report.audit_rows += audit.feed(model.__tablename__,
-                                            _rows(session, audit, model.__table__))
-        audit.finish(audit_heads)
-        cross.finish()
+    if jobs > 1:
+        url = engine.url.render_as_string(hide_password=False)
+        raw = checkpoints.raw_public(public) if public is not None else None
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = [pool.submit(_part, url, raw, part) for part in (chain.LEDGER, chain.AUDIT)]
+            report = _merge([part.result() for part in parts])
+    else:
+        report = Report()
+        with transaction(engine) as session:
+            recorded = _check_log(session, public, report)
+            cross = _CrossCheck(report)
+            _walk_ledger(session, recorded, report, cross)
+            _walk_audit(session, recorded, report, cross)
+            cross.finish()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _walk_ledger(session: Session, recorded: dict, report: Report, cross: _CrossCheck) -> None:
+    ledger = _Walker(chain.LEDGER, recorded[chain.LEDGER], report, cross)
+    report.ledger_rows = ledger.feed(LEDGER_TABLE, _rows(session, ledger, IssuedNumber.__table__))
+    ledger.finish(_heads(session)[0])
+
+
+def _walk_audit(session: Session, recorded: dict, report: Report, cross: _CrossCheck) -> None:
+    audit = _Walker(chain.AUDIT, recorded[chain.AUDIT], report, cross)
+    for model in (AuditArchiveRow, AuditRow):
+        report.audit_rows += audit.feed(model.__tablename__,
+                                        _rows(session, audit, model.__table__))
+    audit.finish(_heads(session)[1])
+
+
+class _LedgerOnly(_CrossCheck):
+    """The ledger's process leaves the comparison with the audit trail to the other one."""
+
+    def ledger(self, _table: str, _row: tuple, _at: dict[str, int]) -> None:
+        return None
+
+
+_LIGHT = {"counter_key": 4, "document_number": 5, "issued_at": 6}
+
+
+def _part(url: str, raw_public: bytes | None, part: str) -> Report:
+    """One process's half of ``verify(jobs=2)``."""
+    from docnum.shared.db import get_engine
+
+    public = Ed25519PublicKey.from_public_bytes(raw_public) if raw_public else None
+    report = Report()
+    with transaction(get_engine(url)) as session:
+        if part == chain.LEDGER:
+            recorded = _check_log(session, public, report)
+            _walk_ledger(session, recorded, report, _LedgerOnly(report))
+        else:
+            recorded = _check_log(session, None, Report())  # reported by the ledger's half
+            cross = _CrossCheck(report)
+            ledger = IssuedNumber.__table__
+            for row in session.connection().execution_options(**_STREAM).execute(select(
+                    ledger.c.id, ledger.c.id, ledger.c.state, ledger.c.source,
+                    ledger.c.counter_key, ledger.c.document_number, ledger.c.issued_at)):
+                cross.ledger(LEDGER_TABLE, row, _LIGHT)
+            _walk_audit(session, recorded, report, cross)
+            cross.finish()
+    return report
+
+
+def _merge(parts: list[Report]) -> Report:
+    first, second = parts
+    first.findings += second.findings
+    first.audit_rows += second.audit_rows
+    first.chains += second.chains
+    return first
 
 
 __all__ = ["Finding", "Report", "verify"]

@@ -614,3 +614,19 @@ def test_swapped_chain_positions_are_named_reordered(engine, settings, seed, key
     found = findings(engine, key)
     assert {(f.kind, f.document_number) for f in found} == {("reordered", x),
                                                             ("reordered", y)}, found
+
+
+def test_two_processes_find_what_one_finds(engine, settings, seed, key):
+    seed()
+    numbers = issue(engine, settings, 4)
+    checkpoint(engine, key)
+    sql(engine, "UPDATE document_numbers SET issued_at = issued_at - INTERVAL 1 DAY "
+                "WHERE document_number = :n", n=numbers[1]["document_number"])
+    sql(engine, "UPDATE audit_log SET actor = 'mallory' WHERE document_number = :n",
+        n=numbers[2]["document_number"])
+    one = verify(engine, key.public_key())
+    two = verify(engine, key.public_key(), jobs=2)
+    assert sorted(f.line() for f in one.findings) == sorted(f.line() for f in two.findings)
+    assert {f.document_number for f in two.findings} == {numbers[1]["document_number"],
+                                                         numbers[2]["document_number"]}
+    assert (two.ledger_rows, two.audit_rows, two.checkpoints) == (4, 4, 1)
