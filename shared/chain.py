@@ -46,6 +46,9 @@ _sha256 = hashlib.sha256
 # does it in one call.
 _canonical = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"),
                               allow_nan=False).encode
+# The same, for an object whose keys are in order already and whose values are scalars.
+_in_order = json.JSONEncoder(ensure_ascii=False, sort_keys=False, separators=(",", ":"),
+                             allow_nan=False).encode
 
 
 def timestamp(value: datetime) -> str:
@@ -77,7 +80,10 @@ def canonical(obj: object) -> bytes:
 # tests/unit/test_chain.py checks), without converting and sorting field by field.
 class _Encoding:
     def __init__(self, fields: tuple[str, ...], type_name: str,
-                 convert: dict[str, Callable[[Any], object]]) -> None:
+                 convert: dict[str, Callable[[Any], object]], *, nested: bool) -> None:
+        # Values that are JSON objects themselves (an audit row's before and after) need their
+        # keys sorted too; a row of scalars is encoded as its keys come, sorted here once.
+        self._encode = _canonical if nested else _in_order
         self.keys = sorted((*fields, "type"))
         self.columns = tuple(k for k in self.keys if k != "type")  # the values, in order
         self._type_at = self.keys.index("type")
@@ -92,7 +98,7 @@ class _Encoding:
             if value is not None:
                 values[index] = convert(value)
         values.insert(self._type_at, self._type_name)
-        return _canonical(dict(zip(self.keys, values, strict=True))).encode()
+        return self._encode(dict(zip(self.keys, values, strict=True))).encode()
 
     def __call__(self, row: Mapping[str, object]) -> bytes:
         """The encoding of a row given as a mapping of column names."""
@@ -107,10 +113,11 @@ def _timestamp_of(value: datetime) -> str:
 
 #: The canonical encoding of a ledger row (a dict or anything with the columns as keys).
 ledger_encoding = _Encoding(LEDGER_FIELDS, LEDGER_TYPE,
-                            {"issued_at": _timestamp_of, "document_date": date.isoformat})
+                            {"issued_at": _timestamp_of, "document_date": date.isoformat},
+                            nested=False)
 #: ... and of an audit row (``success`` is a boolean whatever the driver returns).
 audit_encoding = _Encoding(AUDIT_FIELDS, AUDIT_TYPE,
-                           {"created_at": _timestamp_of, "success": bool})
+                           {"created_at": _timestamp_of, "success": bool}, nested=True)
 
 
 def reference_encoding(row: Mapping[str, object], kind: str) -> bytes:

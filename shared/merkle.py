@@ -195,5 +195,5 @@ def _check(item: bytes) -> None:
         raise ProofError("a proof hash must be 32 bytes")
 
 
-__all__ = ["EMPTY_ROOT", "CompactRange", "ProofError", "consistency_proof", "inclusion_proof", "leaf_hash",
-           "node_hash", "root", "root_from_inclusion", "verify_consistency", "verify_inclusion"]
+__all__ = ["EMPTY_ROOT", "CompactRange", "ProofError", "consistency_proof", "inclusion_proof",
+           "leaf_hash", "node_hash", "root", "root_from_inclusion", "verify_consistency", "verify_inclusion"]
