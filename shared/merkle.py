@@ -196,4 +196,5 @@ def _check(item: bytes) -> None:
 
 
 __all__ = ["EMPTY_ROOT", "CompactRange", "ProofError", "consistency_proof", "inclusion_proof",
-           "leaf_hash", "node_hash", "root", "root_from_inclusion", "verify_consistency", "verify_inclusion"]
+           "leaf_hash", "node_hash", "root", "root_from_inclusion", "verify_consistency",
+           "verify_inclusion"]
