@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
         routes_health,
         routes_issuing,
         routes_lifecycle,
+        routes_proofs,
         routes_reference,
     )
     from docnum.api.ratelimit import init_rate_limits
@@ -109,7 +110,8 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
     app.register_blueprint(routes_reference.bp, url_prefix=BASE)
     app.register_blueprint(routes_lifecycle.bp, url_prefix=BASE)
     app.register_blueprint(routes_admin.bp, url_prefix=BASE)
-    app.register_blueprint(console.bp, url_prefix="/console")  # the admin console (issue 8)
+    app.register_blueprint(routes_proofs.bp, url_prefix=BASE)
+    app.register_blueprint(console.bp, url_prefix="/console")  # the admin console
     init_rate_limits(app, settings)
     _register_error_handlers(app)
     return app

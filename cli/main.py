@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -13,6 +14,9 @@ from typing import TYPE_CHECKING
 from docnum.shared.routing import MAINTENANCE_QUEUE, shard_queue
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from sqlalchemy.engine import Engine
+
     from docnum.shared.settings import Settings
     from docnum.workers.ownership import ShardOwnership
 
@@ -328,6 +332,94 @@ def cmd_catalog_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoint(_args: argparse.Namespace) -> int:
+    """Sign a checkpoint now, under the beat job's lease (docs/verification.md#checkpoints)."""
+    from docnum.shared import checkpoints
+    from docnum.shared.clock import SystemClock
+    from docnum.workers.maintenance import run_locked
+
+    settings = _settings()
+    result = run_locked(settings, "checkpoint", lambda: checkpoints.run_checkpoint(
+        _engine(settings), settings, SystemClock()))
+    print(json.dumps(result, ensure_ascii=False))
+    return 0 if "checkpoint" in result or result.get("unchanged") else 1
+
+
+def _engine(settings: Settings) -> Engine:
+    from docnum.shared.db import get_engine
+
+    return get_engine(settings.database_url)
+
+
+def _public_key(path: str | None, settings: Settings) -> Ed25519PublicKey | None:
+    """The key to check signatures with: --public-key, else the signing key's public half."""
+    from docnum.shared import checkpoints
+
+    if path:
+        return checkpoints.load_public_key(Path(path).read_bytes())
+    try:
+        return checkpoints.load_signing_key(settings).public_key()
+    except checkpoints.SigningKeyMissing:
+        return None
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Walk every chain and checkpoint; exit 1 naming each row that was tampered with."""
+    from docnum.shared.verify import verify
+
+    settings = _settings()
+    public = _public_key(args.public_key, settings)
+    report = verify(_engine(settings), public, jobs=args.jobs)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        for finding in report.findings:
+            print(finding.line())
+        rate = report.ledger_rows / report.seconds if report.seconds else 0
+        print(f"{'OK' if report.ok else 'FAILED'}: {report.ledger_rows} ledger rows, "
+              f"{report.audit_rows} audit rows, {report.chains} chains, {report.checkpoints} "
+              f"checkpoints ({report.leaves} leaves) in {report.seconds:.1f} s "
+              f"({rate:,.0f} ledger rows/s); {len(report.findings)} findings"
+              + ("" if report.signatures_checked else
+                 "; signatures NOT checked (no key: --public-key FILE)"))
+    if not report.signatures_checked and report.checkpoints:
+        return 2
+    return 0 if report.ok else 1
+
+
+def cmd_verify_receipt(args: argparse.Namespace) -> int:
+    """Check a receipt (the answer of GET /numbers/{n}/proof) offline."""
+    from docnum.shared import checkpoints
+    from docnum.shared.proofs import verify_receipt
+
+    receipt = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    public = None
+    if args.public_key:
+        public = checkpoints.load_public_key(Path(args.public_key).read_bytes())
+    elif isinstance(receipt.get("public_key"), dict):
+        public = checkpoints.load_public_key(receipt["public_key"]["public_key"].encode())
+        print(f"trusting the key in the receipt (key id {checkpoints.key_id(public)}); "
+              "compare it with the published one, or pass --public-key")
+    problems = verify_receipt(receipt, public)
+    if args.consistency and not problems:
+        later = json.loads(Path(args.consistency).read_text(encoding="utf-8"))
+        if later.get("first", {}) != receipt.get("checkpoint"):
+            problems.append("the consistency proof does not start at the receipt's checkpoint")
+        else:
+            problem = checkpoints.verify_consistency(later) or (
+                checkpoints.check_signature(later["second"], public) if public else None)
+            if problem:
+                problems.append(problem)
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    if not problems:
+        checkpoint = receipt["checkpoint"]
+        print(f"OK: {receipt['document_number']} ({receipt['project']}) is at position "
+              f"{receipt['chain']['position']} of {receipt['chain']['counter_key']}, recorded "
+              f"in checkpoint {checkpoint['checkpoint']} of {checkpoint['created_at']}")
+    return 0 if not problems else 1
+
+
 def cmd_loadtest(args: argparse.Namespace) -> int:
     from docnum.cli.loadtest import main as loadtest_main
 
@@ -392,6 +484,26 @@ def build_parser() -> argparse.ArgumentParser:
     load = catalog_sub.add_parser("load", help="load entries from a YAML or CSV file")
     load.add_argument("file")
     load.set_defaults(func=cmd_catalog_load)
+
+    sub.add_parser("checkpoint", help="sign a checkpoint of every chain head now").set_defaults(
+        func=cmd_checkpoint)
+    verify = sub.add_parser("verify", help="check every hash chain and checkpoint; exit 1 "
+                                           "naming each tampered row")
+    verify.add_argument("--public-key", help="Ed25519 public key (PEM or hex) to check the "
+                                             "checkpoints' signatures with (default: the "
+                                             "signing key's)")
+    verify.add_argument("--json", action="store_true", help="the report as JSON")
+    verify.add_argument("--jobs", type=int, default=2, choices=(1, 2),
+                        help="2 (default): the ledger and the audit trail in two processes")
+    verify.set_defaults(func=cmd_verify)
+    receipt = sub.add_parser("verify-receipt", help="check a receipt (GET /numbers/{n}/proof) "
+                                                    "offline")
+    receipt.add_argument("file")
+    receipt.add_argument("--public-key", help="the deployment's public key (PEM or hex)")
+    receipt.add_argument("--consistency", help="a consistency proof (GET /checkpoints/"
+                                               "consistency) from the receipt's checkpoint to "
+                                               "a later one")
+    receipt.set_defaults(func=cmd_verify_receipt)
 
     loadtest = sub.add_parser("loadtest", help="load generator against a running service",
                               add_help=False)

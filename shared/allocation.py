@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from docnum.shared import metrics, sqlbatch, templates
+from docnum.shared import chain, chain_store, metrics, sqlbatch, templates
 from docnum.shared.clock import Clock, SystemClock, iso, to_db
 from docnum.shared.db import (
     allocation_engine,
@@ -58,7 +58,11 @@ MAX_ATTEMPTS = 5
 _counters = Counter.__table__
 _ledger = IssuedNumber.__table__
 _audit = AuditRow.__table__
-_LOCK_COUNTERS = (select(_counters.c.counter_key, _counters.c.last_sequence)
+# The chain heads travel with the counter row: the batch stamps its rows from them and the
+# counter upsert writes them back (shared/chain.py), no extra statement.
+_LOCK_COUNTERS = (select(_counters.c.counter_key, _counters.c.last_sequence,
+                         _counters.c.ledger_length, _counters.c.ledger_head,
+                         _counters.c.audit_length, _counters.c.audit_head)
                   .where(_counters.c.counter_key.in_(bindparam("keys", expanding=True)))
                   .order_by(_counters.c.counter_key).with_for_update())
 _SERVED = select(_ledger).where(_ledger.c.request_id.in_(bindparam("ids", expanding=True)))
@@ -68,7 +72,11 @@ _TAKEN = select(_ledger.c.document_number).where(
 _ADVANCE_COUNTER = (update(_counters).where(_counters.c.counter_key == bindparam("key"))
                     .values(last_sequence=bindparam("new_last"),
                             capacity=bindparam("new_capacity"),
-                            updated_at=bindparam("now")))
+                            updated_at=bindparam("now"),
+                            ledger_length=bindparam("new_ledger_length"),
+                            ledger_head=bindparam("new_ledger_head"),
+                            audit_length=bindparam("new_audit_length"),
+                            audit_head=bindparam("new_audit_head")))
 
 
 @dataclass
@@ -183,15 +191,17 @@ def _allocate_in_two_round_trips(engine: Engine, groups: dict[str, list[Allocati
     with sqlbatch.raw_transaction(engine) as cursor:
         lock_started = time.perf_counter()
         keys = sorted(new_rows)
-        lasts = dict(cursor.rows(*sqlbatch.lock_sql(_counters, columns, "counter_key", keys)))
-        missing = [key for key in keys if key not in lasts]
+        locked = {row[0]: dict(zip(columns, row, strict=True)) for row in
+                  cursor.rows(*sqlbatch.lock_sql(_counters, columns, "counter_key", keys))}
+        missing = [key for key in keys if key not in locked]
         if missing:
             rows = [new_rows[key] for key in missing]
             cursor.execute(*sqlbatch.upsert_sql(_counters, rows, ["counter_key"]))
-            lasts.update(cursor.rows(*sqlbatch.lock_sql(_counters, columns, "counter_key",
-                                                        missing)))
+            locked.update({row[0]: dict(zip(columns, row, strict=True)) for row in
+                           cursor.rows(*sqlbatch.lock_sql(_counters, columns, "counter_key",
+                                                          missing))})
         lock_wait_ms = _observe_lock_wait(groups, lock_started)
-        batch = _plan(groups, lasts, {}, None, now=now, reservation_ttl=reservation_ttl,
+        batch = _plan(groups, locked, {}, None, now=now, reservation_ttl=reservation_ttl,
                       fallback_used=fallback_used, retry_count=retry_count,
                       lock_wait_ms=lock_wait_ms, started=started)
         statements = []
@@ -237,13 +247,20 @@ def lock_counters(session: Session, new_rows: dict[str, dict]) -> dict[str, int]
     ``IN (…) FOR UPDATE`` on the primary key locks the rows in key order, the same order for
     every transaction, so allocators cannot deadlock on each other.
     """
+    return {key: row["last_sequence"] for key, row in lock_counter_rows(session, new_rows).items()}
+
+
+def lock_counter_rows(session: Session, new_rows: dict[str, dict]) -> dict[str, dict]:
+    """``lock_counters``, answering each locked row (last sequence and chain heads) as a dict."""
     connection = session.connection()
-    lasts = dict(connection.execute(_LOCK_COUNTERS, {"keys": sorted(new_rows)}).all())
-    missing = [key for key in sorted(new_rows) if key not in lasts]
+    rows = {row.counter_key: row._asdict() for row in
+            connection.execute(_LOCK_COUNTERS, {"keys": sorted(new_rows)})}
+    missing = [key for key in sorted(new_rows) if key not in rows]
     if missing:
         _create_counters(session, [new_rows[key] for key in missing])
-        lasts.update(connection.execute(_LOCK_COUNTERS, {"keys": missing}).all())
-    return lasts
+        rows.update({row.counter_key: row._asdict() for row in
+                     connection.execute(_LOCK_COUNTERS, {"keys": missing})})
+    return rows
 
 
 def allocate_in_session(session: Session, groups: dict[str, list[AllocationRequest]], *,
@@ -267,7 +284,7 @@ def allocate_in_session(session: Session, groups: dict[str, list[AllocationReque
         started = time.perf_counter()
     now = clock.now()
     lock_started = time.perf_counter()
-    lasts = lock_counters(session, _counter_rows(groups, to_db(now)))
+    locked = lock_counter_rows(session, _counter_rows(groups, to_db(now)))
     lock_wait_ms = _observe_lock_wait(groups, lock_started)
     existing: dict[str, object] = {}
     taken = None
@@ -280,7 +297,7 @@ def allocate_in_session(session: Session, groups: dict[str, list[AllocationReque
             return set(session.connection().execute(
                 _TAKEN, {"project": project, "numbers": numbers}).scalars())
 
-    batch = _plan(groups, lasts, existing, taken, now=now, reservation_ttl=reservation_ttl,
+    batch = _plan(groups, locked, existing, taken, now=now, reservation_ttl=reservation_ttl,
                   fallback_used=fallback_used, retry_count=retry_count,
                   lock_wait_ms=lock_wait_ms, started=started)
     connection = session.connection()
@@ -334,12 +351,13 @@ class _Batch:
     counters: list[dict]        # every locked counter row with its new last sequence
 
 
-def _plan(groups: dict[str, list[AllocationRequest]], lasts: dict[str, int],
+def _plan(groups: dict[str, list[AllocationRequest]], locked: dict[str, dict],
           existing: dict[str, object], taken: Callable[[str, list[str]], set[str]] | None, *,
           now: datetime, reservation_ttl: int, fallback_used: str, retry_count: int,
           lock_wait_ms: int, started: float) -> _Batch:
     """Number every request of the batch against the locked counters (no database access but
-    ``taken``, the optional look-up of numbers another template already rendered)."""
+    ``taken``, the optional look-up of numbers another template already rendered). ``locked``:
+    each key's locked counter row, its last sequence and chain heads (shared/chain.py)."""
     keys = sorted(groups)
     plans: dict[str, list[_Plan]] = {}
     for key in keys:
@@ -361,7 +379,8 @@ def _plan(groups: dict[str, list[AllocationRequest]], lasts: dict[str, int],
             seen.setdefault(request.request_id, plan)
             plans[key].append(plan)
 
-    new_lasts = _assign_sequences(plans, lasts, taken)
+    new_lasts = _assign_sequences(plans, {key: row["last_sequence"]
+                                          for key, row in locked.items()}, taken)
 
     ledger_rows: list[dict] = []
     audit_rows: list[dict] = []
@@ -372,12 +391,30 @@ def _plan(groups: dict[str, list[AllocationRequest]], lasts: dict[str, int],
     duration_ms = int((time.perf_counter() - started) * 1000)
     for audit in audit_rows:
         audit["duration_ms"] = duration_ms
+    # Every field is final: chain the rows on their counters' heads (no extra statement: the
+    # heads came with the lock and go back with the counter upsert).
+    heads = chain.stamp_batch(ledger_rows, audit_rows, locked)
+    _add_row_hashes(outcomes, ledger_rows)
     now_db = to_db(now)
     counters = [dict(counter_key=key, project=groups[key][0].context.project,
                      last_sequence=new_lasts[key],
-                     capacity=groups[key][0].config.parsed.capacity, updated_at=now_db)
+                     capacity=groups[key][0].config.parsed.capacity, updated_at=now_db,
+                     **heads[key])
                 for key in keys]
     return _Batch(outcomes, ledger_rows, audit_rows, counters)
+
+
+def _add_row_hashes(outcomes: dict[str, list[Outcome]], ledger_rows: list[dict]) -> None:
+    """Each new number's answer carries its row hash, known once the batch is chained."""
+    hashes = {(row["counter_key"], row["document_number"]): row["row_hash"]
+              for row in ledger_rows}
+    for key_outcomes in outcomes.values():
+        for outcome in key_outcomes:
+            if outcome.number is not None and not outcome.replayed:
+                row_hash = hashes.get((outcome.number["counter_key"],
+                                       outcome.number["document_number"]))
+                if row_hash is not None:
+                    outcome.number["row_hash"] = row_hash.hex()
 
 
 def _counter_update_columns(rows: list[dict]) -> list[str]:
@@ -605,10 +642,16 @@ def record_failures(engine: Engine, requests: list[AllocationRequest], error: Do
                  counter_key=r.counter_key, document_number=None, before=None,
                  after={"context": r.context.to_dict()}, retry_count=0,
                  fallback_used=fallback_used, success=False, error_code=error.code,
-                 created_at=now_db) for r in requests]
+                 created_at=now_db, lock_wait_ms=None, duration_ms=None) for r in requests]
     try:
         with transaction(engine) as session:
-            session.execute(insert(AuditRow), rows)
+            # The rows go onto their counters' audit chains: lock (and on first use create) the
+            # counter rows that hold the heads, as the allocation would have.
+            lock_counters(session, {r.counter_key: dict(
+                counter_key=r.counter_key, project=r.context.project,
+                last_sequence=r.config.sequence_start - 1, capacity=r.config.parsed.capacity,
+                updated_at=now_db) for r in requests})
+            chain_store.append(session, audit=rows)
     except DBAPIError:
         log.warning("could not record %d failed requests (%s)", len(rows), error.code)
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.orm import Session
 
+from docnum.shared import chain_store
 from docnum.shared.allocation import lock_counter
 from docnum.shared.audit import Actor
 from docnum.shared.clock import Clock, to_db
@@ -31,7 +32,7 @@ from docnum.shared.context import FIELD_KIND, NumberingContext
 from docnum.shared.db import run_in_transaction, transaction
 from docnum.shared.errors import DocnumError, FieldError, validation_failed
 from docnum.shared.ledger_entry import fit_number, ledger_row
-from docnum.shared.models import AuditRow, CatalogEntry, Counter, IssuedNumber
+from docnum.shared.models import CatalogEntry, Counter, IssuedNumber
 from docnum.shared.schemas import NumberingContextBody, number_problem, parse
 
 log = logging.getLogger(__name__)
@@ -431,12 +432,11 @@ def _write_import(session: Session, rows: list[_Row], raises: list[dict],
                           counter_key=row.fit[0] if row.fit else None,
                           document_number=row.number,
                           before={"last_sequence": last_of[row.fit[0]]} if row.fit else None,
-                          after=after,
+                          after=after, lock_wait_ms=None, duration_ms=None,
                           retry_count=0, fallback_used="NONE", success=True, error_code=None,
                           created_at=now_db))
-    for i in range(0, len(ledger), _CHUNK):
-        session.execute(insert(IssuedNumber), ledger[i:i + _CHUNK])
-        session.execute(insert(AuditRow), audit[i:i + _CHUNK])
+    # Onto the counters' hash chains (locked above), in chunks (shared/chain_store.py).
+    chain_store.append(session, ledger=ledger, audit=audit)
     for raised in raises:
         session.execute(update(Counter).where(Counter.counter_key == raised["counter_key"])
                         .values(last_sequence=raised["to"], updated_at=now_db))

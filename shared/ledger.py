@@ -24,6 +24,9 @@ def issued_number(row: IssuedNumber) -> dict:
         "document_date": row.document_date.isoformat() if row.document_date else None,
         "issued_at": iso(row.issued_at),
         "request_id": row.request_id,
+        # The receipt anyone can check later (docs/verification.md): the row's place on its
+        # hash chain. Rows built before they are chained have none yet.
+        "row_hash": row_hash.hex() if (row_hash := getattr(row, "row_hash", None)) else None,
     }
     if row.document_ref:
         out["document_ref"] = row.document_ref

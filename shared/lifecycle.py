@@ -20,11 +20,11 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from docnum.shared import issuing, metrics
+from docnum.shared import chain_store, issuing, metrics
 from docnum.shared.allocation import allocate_in_session
 from docnum.shared.audit import SYSTEM, Actor, write_audit
 from docnum.shared.clock import Clock, from_db, iso, to_db
@@ -33,7 +33,7 @@ from docnum.shared.context import NumberingContext
 from docnum.shared.db import run_in_transaction, transaction
 from docnum.shared.errors import DocnumError, validation_failed
 from docnum.shared.ledger import issued_number
-from docnum.shared.models import AuditRow, IssuedNumber
+from docnum.shared.models import IssuedNumber
 from docnum.shared.schemas import VoidAndReplace, as_model
 
 log = logging.getLogger(__name__)
@@ -173,12 +173,13 @@ def _expire_batch(session: Session, now: datetime, batch: int) -> int:
                     .values(state="EXPIRED", state_changed_by=SYSTEM.sub, state_changed_at=now_db,
                             state_reason="reservation expired unconfirmed"),
                     execution_options={"synchronize_session": False})
-    session.execute(insert(AuditRow), [dict(
+    chain_store.append(session, audit=[dict(
         operation="EXPIRE", actor=SYSTEM.sub, client_ip=None, user_agent=None,
         request_id=r.request_id, counter_key=r.counter_key, document_number=r.document_number,
         before={"state": "RESERVED", "expires_at": iso(r.reservation_expires_at)},
-        after={"state": "EXPIRED"}, retry_count=0, fallback_used="NONE", success=True,
-        error_code=None, created_at=now_db) for r in rows])
+        after={"state": "EXPIRED"}, lock_wait_ms=None, duration_ms=None, retry_count=0,
+        fallback_used="NONE", success=True, error_code=None, created_at=now_db)
+        for r in rows])
     return len(rows)
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -26,6 +27,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 TIMESTAMP = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# SHA-256 digests (row hashes, chain heads, Merkle roots) and Ed25519 signatures: fixed-size
+# binary on MariaDB, a BLOB on SQLite.
+HASH = LargeBinary(32).with_variant(mysql.BINARY(32), "mysql", "mariadb")
+SIGNATURE = LargeBinary(64).with_variant(mysql.BINARY(64), "mysql", "mariadb")
 TABLE_ARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin", "mysql_engine": "InnoDB"}
 
 # Longest canonical counter key: project + six "DIM=code" parts + period, codes <= 30 chars.
@@ -92,7 +97,11 @@ class ConfigHistory(Base):
 
 
 class Counter(Base):
-    """One row per counter key. ``last_sequence`` is the last sequence handed out (or skipped to)."""
+    """One row per counter key. ``last_sequence`` is the last sequence handed out (or skipped to).
+
+    The row also holds the heads of the counter's two hash chains (its ledger rows and its audit
+    rows, docs/verification.md): they move under the row lock the allocation takes anyway.
+    """
 
     __tablename__ = "counters"
     __table_args__ = (Index("ix_counters_project", "project"), TABLE_ARGS)
@@ -102,6 +111,10 @@ class Counter(Base):
     last_sequence: Mapped[int] = mapped_column(BigInteger)
     capacity: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+    ledger_length: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    ledger_head: Mapped[bytes | None] = mapped_column(HASH, nullable=True)
+    audit_length: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    audit_head: Mapped[bytes | None] = mapped_column(HASH, nullable=True)
 
 
 class IssuedNumber(Base):
@@ -115,6 +128,7 @@ class IssuedNumber(Base):
         UniqueConstraint("reservation_token", name="uq_number_reservation"),
         Index("ix_numbers_document_number", "document_number"),
         Index("ix_numbers_state_expiry", "state", "reservation_expires_at"),
+        Index("ix_numbers_chain", "counter_key", "chain_pos"),
         TABLE_ARGS,
     )
 
@@ -150,6 +164,10 @@ class IssuedNumber(Base):
     state_changed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
     replaced_by: Mapped[str | None] = mapped_column(String(NUMBER_LEN), nullable=True)
     replaces: Mapped[str | None] = mapped_column(String(NUMBER_LEN), nullable=True)
+    # Position in its counter's ledger chain (1, 2, ...) and SHA-256 of the previous row's hash
+    # and this row's canonical encoding (docs/verification.md).
+    chain_pos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    row_hash: Mapped[bytes | None] = mapped_column(HASH, nullable=True)
 
 
 class _AuditColumns:
@@ -172,6 +190,8 @@ class _AuditColumns:
     success: Mapped[bool] = mapped_column(Boolean)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+    chain_pos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    row_hash: Mapped[bytes | None] = mapped_column(HASH, nullable=True)
 
 
 class AuditRow(_AuditColumns, Base):
@@ -183,7 +203,7 @@ class AuditRow(_AuditColumns, Base):
         Index("ix_audit_number", "document_number"),
         Index("ix_audit_request", "request_id"),
         Index("ix_audit_operation", "operation"),
-        Index("ix_audit_counter_key", "counter_key"),
+        Index("ix_audit_counter_key", "counter_key", "chain_pos"),
         TABLE_ARGS,
     )
 
@@ -199,7 +219,7 @@ class AuditArchiveRow(_AuditColumns, Base):
         Index("ix_audit_archive_created", "created_at"),
         Index("ix_audit_archive_number", "document_number"),
         Index("ix_audit_archive_request", "request_id"),
-        Index("ix_audit_archive_counter_key", "counter_key"),
+        Index("ix_audit_archive_counter_key", "counter_key", "chain_pos"),
         TABLE_ARGS,
     )
 
@@ -257,3 +277,65 @@ class RequestRecord(Base):
     counter_key: Mapped[str] = mapped_column(String(COUNTER_KEY_LEN))
     submitted_at: Mapped[datetime] = mapped_column(TIMESTAMP)
     expires_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class ChainHead(Base):
+    """Heads of the chains that have no counter row: ledger and audit rows without a counter key
+    (legacy numbers, catalog and config changes). ``kind`` is ``ledger`` or ``audit``.
+
+    Only administration writes these rows, so their lock is never on the issuing path.
+    """
+
+    __tablename__ = "chain_heads"
+    __table_args__ = (TABLE_ARGS,)
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    length: Mapped[int] = mapped_column(BigInteger, default=0)
+    head: Mapped[bytes | None] = mapped_column(HASH, nullable=True)
+
+
+class Checkpoint(Base):
+    """A signed statement: the Merkle root of the first ``tree_size`` leaves of the log of chain
+    heads (``checkpoint_leaves``), signed with the deployment's Ed25519 key."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(HASH)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+    key_id: Mapped[str] = mapped_column(String(64))
+    note: Mapped[dict] = mapped_column(JSON)
+    signature: Mapped[bytes] = mapped_column(SIGNATURE)
+
+
+class CheckpointLeaf(Base):
+    """The append-only log the checkpoints sign: one leaf per chain head recorded (and one per
+    1,024 rows of a chain, so that a receipt's chain stays short)."""
+
+    __tablename__ = "checkpoint_leaves"
+    __table_args__ = (Index("ix_leaves_chain", "kind", "counter_key", "length"), TABLE_ARGS)
+
+    leaf_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    checkpoint_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    counter_key: Mapped[str | None] = mapped_column(String(COUNTER_KEY_LEN), nullable=True)
+    length: Mapped[int] = mapped_column(BigInteger)
+    head: Mapped[bytes] = mapped_column(HASH)
+    leaf_hash: Mapped[bytes] = mapped_column(HASH)
+
+
+class ChainBackfill(Base):
+    """Rows that were chained by a migration after they were written: the first checkpoint
+    after it says so in its (signed) note."""
+
+    __tablename__ = "chain_backfills"
+    __table_args__ = (TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+    ledger_rows: Mapped[int] = mapped_column(BigInteger)
+    audit_rows: Mapped[int] = mapped_column(BigInteger)
+    chains: Mapped[int] = mapped_column(BigInteger)
+    checkpoint_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

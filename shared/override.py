@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from docnum.shared import chain_store
 from docnum.shared.allocation import lock_counter
 from docnum.shared.audit import Actor, write_audit
 from docnum.shared.catalog import check_context_codes
@@ -115,7 +116,7 @@ def manual_override(engine: Engine, body: ManualOverride | Mapping[str, Any], ac
         row = ledger_row(number=number, ctx=ctx, config=config, fit=fit, state="CONFIRMED",
                          source="MANUAL", request_id=str(uuid.uuid4()), actor=actor.sub,
                          now_db=now_db, reason=reason)
-        session.execute(insert(IssuedNumber), [row])
+        chain_store.append(session, ledger=[row])
         after = {"state": "CONFIRMED", "source": "MANUAL", "reason": reason,
                  "context": ctx.to_dict(), "sequence": fit[1] if fit else None,
                  "fits_template": bool(fit), "config_version": config.version,

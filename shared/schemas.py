@@ -344,6 +344,7 @@ def _instant(value: object) -> object:
 
 
 Instant = Annotated[datetime | None, BeforeValidator(_instant)]
+Hex64 = Annotated[str, Field(pattern="^[0-9a-f]{64}$", description="SHA-256, hex")]
 
 
 # --------------------------------------------------------------------------- parameters
@@ -691,6 +692,9 @@ class IssuedNumber(Schema):
     reservation: Reservation | None = Field(None, description="Only while RESERVED by "
                                                               "/reserve")
     replaces: str | None = Field(None, description="A replacement: the number it replaces")
+    row_hash: Hex64 | None = Field(None, description="The row's hash on its counter's ledger "
+                                                     "chain (docs/verification.md): keep it as "
+                                                     "a receipt")
 
 
 class Queued(Schema):
@@ -924,6 +928,76 @@ class CounterPage(PageOf[CounterRow]):
 
 class GapPage(PageOf[Gap]):
     pass
+
+
+# --------------------------------------------------------------------------- proofs
+# docs/verification.md: what the receipt, checkpoint and consistency documents hold.
+
+class Checkpoint(Schema):
+    """Signed with Ed25519 over the canonical JSON of the other members
+    (docs/verification.md#checkpoints)."""
+
+    checkpoint: int
+    tree_size: int
+    root_hash: Hex64
+    created_at: datetime
+    key_id: str
+    note: dict[str, Any]
+    signature: str = Field(pattern="^[0-9a-f]{128}$")
+
+
+class CheckpointPage(PageOf[Checkpoint]):
+    pass
+
+
+class PublicKey(Schema):
+    algorithm: Literal["Ed25519"]
+    key_id: str
+    public_key: Hex64
+    pem: str
+
+
+class Consistency(Schema):
+    """RFC 9162 §2.1.4: the proof that checkpoint ``second`` extends checkpoint ``first``."""
+
+    first: Checkpoint
+    second: Checkpoint
+    proof: list[Hex64]
+
+
+class ChainExtract(Schema):
+    chain: str
+    counter_key: str | None
+    position: int
+    previous_hash: Hex64
+    entries: list[str]
+
+
+class Receipt(Schema):
+    """docnum-receipt/1 (docs/verification.md#receipts): ``pending`` until a checkpoint covers
+    the row."""
+
+    format: str
+    document_number: str
+    project: str
+    row_hash: Hex64
+    status: Literal["checkpointed", "pending"]
+    detail: str | None = None
+    chain: ChainExtract
+    leaf: dict[str, Any] | None = None
+    inclusion_proof: list[Hex64] | None = None
+    checkpoint: Checkpoint | None = None
+    public_key: PublicKey | None = None
+
+
+class ProofQuery(LookupQuery):
+    document_number: str = Field(min_length=1, max_length=64,
+                                 description="Any number text, '/' included")
+
+
+class ConsistencyQuery(Params):
+    first: int = Field(ge=1, description="A checkpoint number")
+    second: int = Field(ge=1, description="A later checkpoint number")
 
 
 class Health(Schema):

@@ -60,6 +60,11 @@ class Settings:
     # The private Redis of the embedded default when it runs one (no DOCNUM_BROKER_URL and a
     # server binary found); broker_url and result_backend then name its socket.
     embedded_redis: EmbeddedRedis | None = None
+    # The Ed25519 key that signs checkpoints (shared/checkpoints.py, docs/verification.md).
+    # None in production until DOCNUM_SIGNING_KEY_FILE names one: checkpointing then refuses to
+    # run. On the embedded default it is ./var/signing_key.pem, generated on first use.
+    signing_key_file: Path | None = None
+    signing_key_generate: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -135,6 +140,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     shard_stall_timeout = _int(env, "DOCNUM_SHARD_STALL_TIMEOUT", 6)
     if shard_stall_timeout < 1:
         raise ValueError("DOCNUM_SHARD_STALL_TIMEOUT must be at least 1 second")
+    signing_key = env.get("DOCNUM_SIGNING_KEY_FILE") or None
+    # A key file that is named must exist (a missing mount must not quietly become a new key);
+    # only the embedded default makes its own.
+    generate_key = signing_key is None and db_url.startswith("sqlite")
     return Settings(
         var_dir=var_dir,
         database_url=db_url,
@@ -168,6 +177,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         shard_owner_ttl=shard_owner_ttl,
         shard_stall_timeout=shard_stall_timeout,
         embedded_redis=private_redis,
+        signing_key_file=(Path(signing_key).resolve() if signing_key else
+                          var_dir / "signing_key.pem" if generate_key else None),
+        signing_key_generate=generate_key,
     )
 
 

@@ -35,7 +35,8 @@ ALL_PERMS = list(PERMISSIONS)
 JWT_SECRET = "test-secret-" + "x" * 40
 TABLES = ("reset_approvals", "reset_requests", "config_history", "document_numbers",
           "audit_log", "audit_log_archive", "counters", "numbering_configs", "catalog_entries",
-          "maintenance_locks", "request_registry")
+          "maintenance_locks", "request_registry", "chain_heads", "checkpoints",
+          "checkpoint_leaves", "chain_backfills")
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05,
@@ -154,10 +155,24 @@ def make_settings(database_url: str, broker: str, backend: str, var_dir: Path,
     return load_settings(env)
 
 
+def signing_key_file(directory: Path) -> Path:
+    """A fresh Ed25519 checkpoint-signing key (PKCS#8 PEM) in ``directory``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = directory / "signing_key.pem"
+    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return path
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_dbs: tuple[str, str],
              tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return make_settings(database_url, *redis_dbs, tmp_path_factory.mktemp("var"))
+    var_dir = tmp_path_factory.mktemp("var")
+    return make_settings(database_url, *redis_dbs, var_dir,
+                         DOCNUM_SIGNING_KEY_FILE=str(signing_key_file(var_dir)))
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from docnum.shared import lifecycle, maintenance
+from docnum.shared import checkpoints, lifecycle, maintenance
 from docnum.shared.clock import Clock, SystemClock, to_db
 from docnum.shared.db import get_engine, is_retryable, transaction
 from docnum.shared.models import MaintenanceLock
@@ -41,7 +41,7 @@ class Job:
     name: str
     schedule: float | crontab   # seconds between runs, or a crontab
     lease_s: int                # a tick that waited longer than this is dropped, not run late
-    body: Callable[[Engine], object]
+    body: Callable[[Engine, Settings], object]
 
     @property
     def task_name(self) -> str:
@@ -51,39 +51,48 @@ class Job:
 JOBS: dict[str, Job] = {}
 
 
-def periodic(schedule: float | crontab, lease_s: int) -> Callable[[Callable[[Engine], object]],
-                                                                  Callable[[Engine], object]]:
+JobBody = Callable[[Engine, Settings], object]
+
+
+def periodic(schedule: float | crontab, lease_s: int) -> Callable[[JobBody], JobBody]:
     """Declare a maintenance job in one place: beat's schedule, the Celery task and its lease
     all come from this entry."""
-    def declare(body: Callable[[Engine], object]) -> Callable[[Engine], object]:
+    def declare(body: JobBody) -> JobBody:
         JOBS[body.__name__] = Job(body.__name__, schedule, lease_s, body)
         return body
     return declare
 
 
 @periodic(schedule=15.0, lease_s=60)
-def expire_reservations(engine: Engine) -> object:
+def expire_reservations(engine: Engine, _settings: Settings) -> object:
     return lifecycle.expire_overdue(engine, SystemClock())
 
 
 @periodic(schedule=crontab(minute=30, hour=3), lease_s=3600)
-def archive_audit(engine: Engine) -> object:
+def archive_audit(engine: Engine, _settings: Settings) -> object:
     return maintenance.archive_audit(engine, SystemClock())
 
 
 @periodic(schedule=crontab(minute=0, hour=4, day_of_week=0), lease_s=3600)
-def optimize_tables(engine: Engine) -> object:
+def optimize_tables(engine: Engine, _settings: Settings) -> object:
     return maintenance.optimize_tables(engine)
 
 
 @periodic(schedule=60.0, lease_s=120)
-def refresh_utilization(engine: Engine) -> object:
+def refresh_utilization(engine: Engine, _settings: Settings) -> object:
     return maintenance.refresh_utilization(engine)
 
 
 @periodic(schedule=crontab(minute=15), lease_s=600)
-def cleanup_idempotency(engine: Engine) -> object:
+def cleanup_idempotency(engine: Engine, _settings: Settings) -> object:
     return maintenance.cleanup_idempotency(engine, SystemClock())
+
+
+# Signs the chain heads (shared/checkpoints.py): a number is provable offline from the first
+# checkpoint after its issue, so at most this long after it.
+@periodic(schedule=600.0, lease_s=600)
+def checkpoint(engine: Engine, settings: Settings) -> object:
+    return checkpoints.run_checkpoint(engine, settings, SystemClock())
 
 
 def beat_schedule() -> dict:
@@ -156,6 +165,6 @@ def register(celery: Celery) -> None:
         def run(job: Job = job) -> object:
             settings: Settings = celery.conf.docnum_settings
             engine = get_engine(settings.database_url)
-            return run_locked(settings, job.name, lambda: job.body(engine))
+            return run_locked(settings, job.name, lambda: job.body(engine, settings))
 
         celery.task(name=job.task_name, ignore_result=True, shared=False)(run)

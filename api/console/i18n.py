@@ -217,6 +217,19 @@ STRINGS: dict[str, tuple[str, str]] = {
     "lookup.replaced_by": ("Replaced by", "ถูกแทนด้วย"),
     "lookup.chain": ("Void and replace chain", "ลำดับการยกเลิกและออกแทน"),
     "lookup.history": ("Audit history", "ประวัติการตรวจสอบ"),
+    "lookup.verified": ("Verified: as issued, on its hash chain, in signed checkpoint "
+                        "{checkpoint}.",
+                        "ตรวจสอบแล้ว: ตรงกับที่ออก อยู่ในสายแฮช และอยู่ในจุดตรวจที่ลงนามแล้ว "
+                        "{checkpoint}"),
+    "lookup.verify_pending": ("As issued and on its hash chain; not yet in a signed "
+                              "checkpoint (the next one covers it).",
+                              "ตรงกับที่ออกและอยู่ในสายแฮช แต่ยังไม่อยู่ในจุดตรวจที่ลงนาม "
+                              "(จุดตรวจถัดไปจะครอบคลุม)"),
+    "lookup.verify_failed": ("Verification FAILED: this record was changed after it was "
+                             "issued, or its chain was. Run docnum verify.",
+                             "การตรวจสอบไม่ผ่าน: ข้อมูลนี้หรือสายแฮชถูกแก้ไขหลังออกเลข "
+                             "ให้รัน docnum verify"),
+    "lookup.row_hash": ("Row hash", "แฮชของแถว"),
 
     # ---- admin actions
     "admin.title": ("Admin actions", "งานผู้ดูแล"),

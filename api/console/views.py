@@ -23,8 +23,9 @@ from docnum.api.console import bp, i18n, queries, safe_next, sign_in
 from docnum.api.console.stash import ImportStash
 from docnum.api.http import request_actor, services
 from docnum.api.refusals import audits_refusals, refusal_audited
+from docnum.api.routes_proofs import public_key
 from docnum.api.security import requires
-from docnum.shared import configs, issuing, lifecycle, reports, templates
+from docnum.shared import configs, issuing, lifecycle, proofs, reports, templates
 from docnum.shared.audit import OPERATIONS
 from docnum.shared.auth import SUPER_ADMIN, verify_token
 from docnum.shared.bulk_import import bulk_import
@@ -273,16 +274,20 @@ def gaps() -> ResponseReturnValue:
 def lookup() -> ResponseReturnValue:
     number = (request.args.get("number") or "").strip()
     project = (request.args.get("project") or "").strip() or None
-    details, chain, error = None, [], None
+    details, chain, error, verification = None, [], None, None
     if number:
         try:
             with transaction(services().read_engine) as session_:
                 details = number_details(session_, number, project)
                 chain = queries.replacement_chain(session_, details["project"], number)
+                verification = proofs.verification_state(
+                    session_, proofs.find_row(session_, number, details["project"]),
+                    public_key())
         except DocnumError as exc:
             error = _problem(exc)
     return render_template("console/lookup.html", section="lookup", number=number,
-                           project=project or "", details=details, chain=chain, error=error)
+                           project=project or "", details=details, chain=chain, error=error,
+                           verification=verification)
 
 
 # --------------------------------------------------------------------------- admin actions

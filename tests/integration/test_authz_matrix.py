@@ -127,6 +127,23 @@ ROUTES: dict[tuple[str, str], Row] = {
                                      lambda fx: (f"{BASE}/counters", {})),
     ("get", f"{BASE}/reports/gaps"): Row("system.view_logs",
                                          lambda fx: (f"{BASE}/reports/gaps", {})),
+    ("get", f"{BASE}/numbers/{{document_number}}/proof"): Row(
+        "correspondence.read",
+        lambda fx: (f"{BASE}/numbers/{quote(fx['number'], safe='')}/proof", {})),
+    ("get", f"{BASE}/proofs"): Row(
+        "correspondence.read",
+        lambda fx: (f"{BASE}/proofs?document_number={quote(fx['number'], safe='')}", {})),
+    ("get", f"{BASE}/checkpoints"): Row("correspondence.read",
+                                        lambda fx: (f"{BASE}/checkpoints", {})),
+    ("get", f"{BASE}/checkpoints/latest"): Row("correspondence.read",
+                                               lambda fx: (f"{BASE}/checkpoints/latest", {})),
+    ("get", f"{BASE}/checkpoints/{{checkpoint_id}}"): Row(
+        "correspondence.read", lambda fx: (f"{BASE}/checkpoints/1", {})),
+    ("get", f"{BASE}/checkpoints/consistency"): Row(
+        "correspondence.read",
+        lambda fx: (f"{BASE}/checkpoints/consistency?first=1&second=1", {})),
+    ("get", f"{BASE}/checkpoints/public-key"): Row(
+        PUBLIC, lambda fx: (f"{BASE}/checkpoints/public-key", {})),
 }
 
 

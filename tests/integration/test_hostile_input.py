@@ -80,9 +80,14 @@ def hostile(app, client, seed, engine, settings, token, caplog):
                        for t in TABLES}
                 # A refused privileged attempt is on the audit trail by design
                 # (docs/lifecycle.md#refused-attempts); everything else must stay unchanged.
-                out["audit_log"] -= conn.execute(text(
+                refusals = conn.execute(text(
                     "SELECT COUNT(*) FROM audit_log WHERE success = 0 AND "
                     "JSON_EXISTS(`after`, '$.attempt')")).scalar()
+                out["audit_log"] -= refusals
+                # ... and on its hash chain: a refusal without a counter starts the keyless
+                # audit chain's head row (docs/verification.md).
+                if refusals:
+                    out["chain_heads"] = 0
             out["request store"] = sum(1 for _ in store.scan_iter("docnum:request:*"))
             return out
 

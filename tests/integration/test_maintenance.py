@@ -229,7 +229,7 @@ def test_beat_schedule_routes_everything_to_the_maintenance_queue(celery_session
 
     entries = beat.beat_schedule()
     assert set(entries) == {"expire_reservations", "archive_audit", "optimize_tables",
-                            "refresh_utilization", "cleanup_idempotency"}
+                            "refresh_utilization", "cleanup_idempotency", "checkpoint"}
     for name, entry in entries.items():
         assert entry["options"]["queue"] == MAINTENANCE_QUEUE, name
         assert entry["task"] in celery_session_app.tasks, name

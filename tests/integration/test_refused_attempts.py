@@ -7,7 +7,7 @@ from sqlalchemy import select
 from docnum.shared.auth import SUPER_ADMIN
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow
-from tests.conftest import letter
+from tests.conftest import generated, letter
 
 BASE = "/api/v1/document-numbering"
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
@@ -22,6 +22,7 @@ def rows(engine) -> list[AuditRow]:
 def test_a_403_on_an_admin_route_is_recorded_with_actor_ip_and_request_id(client, auth, seed,
                                                                          engine):
     ids = seed()
+    generated(client, auth, letter())  # the counter exists: the refusal joins its audit chain
     headers = auth("mallory", perms=["system.manage_settings"],
                    **{"X-Request-ID": "try-reset-1", "User-Agent": "curl/8"})
     body = {"counter_key": LETTER_KEY, "new_last_sequence": 0,
@@ -45,6 +46,22 @@ def test_a_403_on_an_admin_route_is_recorded_with_actor_ip_and_request_id(client
     [item] = listed.json["items"]
     assert item["actor"] == "mallory" and item["error_code"] == "FORBIDDEN"
     assert item["success"] is False and item["after"]["attempt"]["input"] == body
+
+
+def test_a_refusal_naming_a_counter_that_does_not_exist_is_kept_without_one(client, auth, seed,
+                                                                            engine):
+    """No counter row, so no counter chain to join: the refusal goes on the chain without a
+    counter, the key it named kept in the attempt (docs/lifecycle.md#refused-attempts)."""
+    ids = seed()
+    body = {"counter_key": LETTER_KEY, "new_last_sequence": 0,
+            "reason": "let me reset this counter without the role"}
+    refused = client.post(f"{BASE}/configs/{ids['LETTER']}/reset-counter", json=body,
+                          headers=auth("mallory", perms=["system.manage_settings"]))
+    assert refused.status_code == 403
+    [row] = rows(engine)
+    assert row.counter_key is None and row.error_code == "FORBIDDEN"
+    assert row.after["attempt"]["counter_key"] == LETTER_KEY
+    assert row.after["attempt"]["input"] == body
 
 
 def test_an_invalid_template_save_is_recorded(client, auth, seed, engine):
