@@ -61,7 +61,7 @@ pytestmark = [pytest.mark.e2e,
 
 BASE = "/api/v1/document-numbering"
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
-SHARDS = 4
+SHARDS = 4   # docnum_env's DOCNUM_QUEUE_SHARDS
 RESULT_PREFIX = "celery-task-meta-"
 
 
@@ -361,6 +361,25 @@ def _log_since(log: str, marker: str) -> str:
     return log[index:] if index >= 0 else log
 
 
+def _wait_for_fresh_reads(rds: RedisServer, address: str, queues: int,
+                          within: float = 0.6) -> None:
+    """Return as soon as every one of ``queues`` shard queues has had a BLMOVE from ``address``
+    in the last ``within`` seconds (Redis's clock, MONITOR). Doorbells re-block every second, so
+    this happens within about a second; the oldest read then has ≥ 1 - ``within`` s to go."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 10
+    with rds.client(0).monitor() as monitor:
+        while time.monotonic() < deadline:
+            command = monitor.next_command()
+            if command["client_address"] != address or \
+                    not command["command"].upper().startswith("BLMOVE"):
+                continue
+            seen[command["command"].split()[1]] = command["time"]
+            if len(seen) == queues and command["time"] - min(seen.values()) <= within:
+                return
+    raise AssertionError(f"no fresh BLMOVE from {address} on {queues} queues: {seen}")
+
+
 # ------------------------------------------------------------------------------ A
 
 
@@ -395,15 +414,13 @@ def test_partition_from_redis_longer_than_the_ttl_while_idle_in_blmove(namespace
                                if c["addr"].startswith(host.address + ":")
                                and c["cmd"] == "blmove" and "b" in c["flags"])
 
-                # Cut just after the doorbells started a fresh BLMOVE (each blocks for 1 s, then
-                # blocks again): the read is still waiting on the server when requests come.
+                # Cut just after the doorbells started fresh BLMOVEs (each blocks for 1 s, then
+                # blocks again), seen as they reach Redis (MONITOR): the reads are still
+                # waiting on the server when the requests come.
                 blocking = len(w1.split(","))
                 wait_until(lambda: w1_blocked() == blocking, 20,
                            "W1's doorbells to block in BLMOVE", interval=0.02)
-                wait_until(lambda: w1_blocked() < blocking, 5, "a BLMOVE to time out",
-                           interval=0.002)
-                wait_until(lambda: w1_blocked() == blocking, 5, "the next BLMOVE",
-                           interval=0.002)
+                _wait_for_fresh_reads(rds, host.address, blocking)
                 try:
                     host.cut(rds.port)
                     cut_at = time.monotonic()
@@ -414,7 +431,7 @@ def test_partition_from_redis_longer_than_the_ttl_while_idle_in_blmove(namespace
                         first = list(pool.map(client.submit, [KEYS[i % 3] for i in range(burst)]))
                     answers.add(*first)
                     submitted_s = time.monotonic() - cut_at
-                    in_transit = [rid for rid in _request_ids_in(_held(broker, w1))]
+                    in_transit = _request_ids_in(_held(broker, w1))
                     # ... and a trickle during the rest of the partition.
                     during: list[tuple[float, str]] = []
                     while time.monotonic() - cut_at < partition_s:
@@ -640,9 +657,11 @@ def test_sigkill_under_docnum_up_with_600_requests_in_flight(ledger_db, tmp_path
                 stop_looking = threading.Event()
 
                 def freeze_when_holding() -> None:
+                    # Frozen while it holds taken messages whose answers are not stored yet.
                     while not stop_looking.is_set():
                         os.kill(old_pid, signal.SIGSTOP)
-                        if _held(broker, "0,1,2,3"):
+                        taken = _request_ids_in(_held(broker, "0,1,2,3"))
+                        if taken and not all(backend.mget([RESULT_PREFIX + r for r in taken])):
                             return
                         os.kill(old_pid, signal.SIGCONT)
                         time.sleep(0.002)
@@ -678,6 +697,7 @@ def test_sigkill_under_docnum_up_with_600_requests_in_flight(ledger_db, tmp_path
     assert code == 0, up.log()[-3000:]
     assert f"{worker} exited with -9; restarting" in up.log()
     assert len(in_flight) >= total // 2, f"only {len(in_flight)} requests were in flight"
+    assert held, "the worker held no unanswered message when it was killed"
     with _engine(url) as engine:
         check_ledger(engine, set(warm + request_ids))
     print(f"\nC. docnum up, production settings (TTL 30s, visibility 45s): {total} requests "
