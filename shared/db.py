@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+import MySQLdb
 from MySQLdb.constants import CLIENT
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
@@ -30,6 +31,14 @@ RETRYABLE_MYSQL_ERRORS = {1213, 1205}
 UNREACHABLE_MYSQL_ERRORS = {2002, 2003, 2005, 2006, 2013, 2055, 1040, 1053, 1927, 4031}
 # How often run_in_transaction tries one piece of work before answering SERVICE_BUSY.
 TRANSACTION_ATTEMPTS = 5
+
+# An allocation transaction is idle between its two round trips for milliseconds. One idle for
+# longer belongs to a worker frozen (SIGSTOP, a paused VM) or cut off mid-transaction: MariaDB
+# then ends the session (rolled back, counter row locks released) after this many seconds,
+# instead of keeping the locks until the connection dies (for a frozen process or a silent
+# partition: wait_timeout, hours) while the worker that adopted its shards waits on them.
+IDLE_TRANSACTION_TIMEOUT_S = 5
+UNKNOWN_SYSTEM_VARIABLE = 1193
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -83,7 +92,20 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True,
     )
     if "client_flag" in connect_args:
         _multi_statement_engines.add(engine)
+        event.listen(engine, "connect", _end_abandoned_transactions)
     return engine
+
+
+def _end_abandoned_transactions(dbapi_conn: object, _record: object) -> None:
+    """``idle_transaction_timeout`` on an allocation connection (IDLE_TRANSACTION_TIMEOUT_S)."""
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT_S}")
+    except MySQLdb.OperationalError as exc:
+        if exc.args[0] != UNKNOWN_SYSTEM_VARIABLE:  # a server without it (not MariaDB)
+            raise
+    finally:
+        cursor.close()
 
 
 _multi_statement_engines: weakref.WeakSet[Engine] = weakref.WeakSet()

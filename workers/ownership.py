@@ -31,6 +31,8 @@ A worker frozen (SIGSTOP) or cut off from Redis for longer loses its keys: anoth
 its shards while it cannot act. When it comes back, the refresh finds the key gone or held by
 the adopter; it drops the shard (answers of a batch it was serving are still stored if they are
 numbers: the ledger decided them; transient failures are not) and asks for its home shards back.
+A heartbeat that wakes up late knows the whole process was paused: it says so in the log, does
+not count the pause as the batch's stall, and refreshes at once.
 During such a split two workers may briefly serve one shard; the ledger's unique keys keep every
 number unique (docs/reliability.md).
 
@@ -64,6 +66,9 @@ ADOPTED = "adopted"
 TICK_S = 1.0
 # A shard must be seen without an owner this long before a worker adopts it.
 ORPHAN_GRACE_S = 3.0
+# A heartbeat that wakes up this much later than it asked was not running at all: the whole
+# process was paused (SIGSTOP, a frozen VM or container) or starved of CPU.
+PAUSE_S = 2.0
 
 # Extend the key only while it is still ours.
 _REFRESH = """
@@ -162,6 +167,7 @@ class ShardOwnership:
         self._lock = threading.Lock()
         self._orphan_since: dict[str, float] = {}
         self._batch_started: float | None = None
+        self._paused_in_batch = 0.0
         self._refreshed_at = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -179,6 +185,7 @@ class ShardOwnership:
             return queue in self._held
 
     def begin_batch(self) -> None:
+        self._paused_in_batch = 0.0
         self._batch_started = time.monotonic()
 
     def end_batch(self) -> None:
@@ -187,7 +194,10 @@ class ShardOwnership:
     def stalled_for(self) -> float:
         """Seconds the batch in hand has been running (0 when the consumer is idle)."""
         started = self._batch_started
-        return 0.0 if started is None else time.monotonic() - started
+        if started is None:
+            return 0.0
+        # A pause of the whole process is nobody's stall: the batch gets its time again.
+        return max(time.monotonic() - started - self._paused_in_batch, 0.0)
 
     # -- keys -----------------------------------------------------------------------------
     def _value(self, role: str) -> str:
@@ -261,14 +271,31 @@ class ShardOwnership:
         self._thread.start()
 
     def _beat(self) -> None:
-        while not self._stop.wait(TICK_S):
+        while True:
+            asleep = time.monotonic()
+            if self._stop.wait(TICK_S):
+                return
             try:
+                paused = time.monotonic() - asleep - TICK_S
+                if paused > PAUSE_S:
+                    self.resumed(paused)
                 self.tick()
             except redis.RedisError as exc:
                 # Unreachable (or failing over): keep trying. Our keys expire a TTL after the
                 # last refresh, and another worker may then adopt the shards; the next
                 # refresh that gets through finds out.
                 log.warning("shard ownership heartbeat failed (%s); retrying", exc)
+
+    def resumed(self, paused: float) -> None:
+        """The process runs again after a pause of ``paused`` seconds: the batch in hand did not
+        stall meanwhile, and the shards may have changed hands (the next tick refreshes)."""
+        started = self._batch_started
+        if started is not None and started < time.monotonic() - paused:
+            self._paused_in_batch += paused
+        self._refreshed_at = float("-inf")
+        log.warning("this process was paused for %.0f s (SIGSTOP, a frozen VM or container, or "
+                    "no CPU): its ownership keys live %d s after the last refresh; checking "
+                    "which shards it still holds", paused, self.ttl)
 
     def tick(self) -> None:
         """One heartbeat: stall check, refresh, handovers, adoption (once a second)."""

@@ -23,12 +23,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis as redis_lib
 import requests
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 DOCNUM = str(Path(sys.executable).with_name("docnum"))
 REPO = Path(__file__).resolve().parents[2]
@@ -102,6 +105,30 @@ def prepare_database(database_url: str, configs: dict[str, tuple[str, str]] | No
     finally:
         engine.dispose()
     return ids
+
+
+def check_ledger(engine: Engine, expected_request_ids: set[str]) -> dict[str, list[int]]:
+    """Nothing duplicated, nothing half-written: one ledger row per request, contiguous
+    counters that match the ledger, one successful audit row per ledger row."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT counter_key, sequence, document_number, request_id "
+                                 "FROM document_numbers")).all()
+        counters = dict(conn.execute(text("SELECT counter_key, last_sequence FROM counters"))
+                        .all())
+        audits = conn.execute(text("SELECT request_id FROM audit_log WHERE operation = "
+                                   "'GENERATE' AND success")).scalars().all()
+    assert {r.request_id for r in rows} == expected_request_ids
+    assert len(rows) == len(expected_request_ids), "a request was issued twice"
+    assert len({r.document_number for r in rows}) == len(rows), "a number was issued twice"
+    sequences: dict[str, list[int]] = {}
+    for row in rows:
+        sequences.setdefault(row.counter_key, []).append(row.sequence)
+    for key, seqs in sequences.items():
+        assert sorted(seqs) == list(range(1, len(seqs) + 1)), f"gap or duplicate on {key}"
+        assert counters[key] == len(seqs), f"counter {key} disagrees with the ledger"
+    assert Counter(audits) == Counter({r.request_id for r in rows}), \
+        "every issued number has exactly one successful audit row"
+    return sequences
 
 
 @dataclass
@@ -292,23 +319,31 @@ class RedisServer:
 
     In-memory only by default. ``appendonly=True`` persists like the deployed Redis
     (deploy/redis/redis.conf: AOF, ``appendfsync everysec``), so a stop/start keeps the data.
+    ``bind`` listens on another local address instead of loopback (e.g. the root side of a
+    veth pair, tests/e2e/netns.py), so that processes in another network namespace reach it.
     """
 
     def __init__(self, workdir: Path, port: int | None = None, *,
-                 appendonly: bool = False, maxmemory: str | None = None) -> None:
+                 appendonly: bool = False, maxmemory: str | None = None,
+                 bind: str = "127.0.0.1") -> None:
         self.port = port or free_port()
         self.workdir = Path(workdir)
         self.appendonly = appendonly
         # Like deploy/redis/redis.conf: a memory cap with noeviction (writes refused when full).
         self.maxmemory = maxmemory
+        self.bind = bind
         self.popen: subprocess.Popen | None = None
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://{self.bind}:{self.port}/{db}"
+
+    def client(self, db: int = 0) -> redis_lib.Redis:
+        return redis_lib.Redis(host=self.bind, port=self.port, db=db, socket_timeout=5)
 
     def ping(self) -> bool:
         try:
-            return bool(redis_lib.Redis(port=self.port, socket_connect_timeout=0.5).ping())
+            return bool(redis_lib.Redis(host=self.bind, port=self.port,
+                                        socket_connect_timeout=0.5).ping())
         except redis_lib.RedisError:
             return False
 
@@ -316,9 +351,11 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "redis.log", "ab")  # owned by the process
         self.popen = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            ["redis-server", "--port", str(self.port), "--bind", self.bind,
              "--save", "", "--appendonly", "yes" if self.appendonly else "no",
              "--appendfsync", "everysec", "--daemonize", "no",
+             # Without a password, protected mode refuses every client not on loopback.
+             "--protected-mode", "yes" if self.bind == "127.0.0.1" else "no",
              "--dir", str(self.workdir),
              *(["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
                if self.maxmemory else [])], stdout=log, stderr=subprocess.STDOUT)
@@ -349,14 +386,17 @@ class MariaDBServer:
     For tests that must stop the database or need a binary log; everything else uses the
     session database on the machine's MariaDB. ``binlog=True`` writes ROW binlogs as the
     production primary does. ``stop``/``start`` keep the data and the port; ``destroy``
-    removes the data directory.
+    removes the data directory. ``bind`` listens on another local address instead of loopback
+    (as ``RedisServer``'s).
     """
 
-    def __init__(self, port: int | None = None, *, binlog: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, binlog: bool = False,
+                 bind: str = "127.0.0.1") -> None:
         import tempfile
 
         self.port = port or free_port()
         self.binlog = binlog
+        self.bind = bind
         # Not under pytest's tmp_path: that is private to root (0700) and mariadbd drops to the
         # mysql user when started as root.
         self.workdir = Path(tempfile.mkdtemp(prefix="docnum-mariadb-"))
@@ -371,7 +411,7 @@ class MariaDBServer:
         return bool(shutil.which("mariadbd") and shutil.which("mariadb-install-db"))
 
     def url(self, database: str = "") -> str:
-        return f"mysql+mysqldb://root@127.0.0.1:{self.port}/{database}?charset=utf8mb4"
+        return f"mysql+mysqldb://root@{self.bind}:{self.port}/{database}?charset=utf8mb4"
 
     def _chown(self) -> None:
         if self._as_root:
@@ -387,7 +427,7 @@ class MariaDBServer:
         import MySQLdb
 
         try:
-            MySQLdb.connect(host="127.0.0.1", port=self.port, user="root",
+            MySQLdb.connect(host=self.bind, port=self.port, user="root",
                             connect_timeout=1).close()
             return True
         except MySQLdb.Error:
@@ -401,7 +441,7 @@ class MariaDBServer:
                             "--skip-test-db"], check=True, capture_output=True, timeout=60)
         self._chown()
         argv = ["mariadbd", "--no-defaults", *self._user(), f"--datadir={self.datadir}",
-                f"--port={self.port}", "--bind-address=127.0.0.1",
+                f"--port={self.port}", f"--bind-address={self.bind}",
                 f"--socket={self.workdir / 'mysqld.sock'}", f"--pid-file={self.workdir / 'pid'}",
                 f"--log-error={self.workdir / 'error.log'}", "--innodb-buffer-pool-size=32M",
                 "--character-set-server=utf8mb4", "--skip-name-resolve"]
@@ -409,9 +449,33 @@ class MariaDBServer:
             argv += [f"--log-bin={self.workdir / 'data' / 'binlog'}", "--server-id=1",
                      "--binlog-format=ROW"]
         self.popen = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self.ping, 30, f"mariadbd on port {self.port}",
+        wait_until(self._ping_socket, 30, f"mariadbd on port {self.port}",
                    on_timeout=lambda: (self.workdir / "error.log").read_text(errors="replace"))
+        if self.bind not in ("127.0.0.1", "localhost"):
+            # mariadb-install-db's root is root@localhost: clients on another address need
+            # their own account (the same passwordless root, as on loopback).
+            self._socket_execute("CREATE USER IF NOT EXISTS 'root'@'%'",
+                                 "GRANT ALL PRIVILEGES ON *.* TO 'root'@'%' WITH GRANT OPTION")
+        wait_until(self.ping, 10, f"mariadbd on {self.bind}:{self.port}")
         return self
+
+    def _ping_socket(self) -> bool:
+        try:
+            self._socket_execute("SELECT 1")
+            return True
+        except Exception:  # not up yet (no socket, or not accepting)
+            return False
+
+    def _socket_execute(self, *statements: str) -> None:
+        import MySQLdb
+
+        conn = MySQLdb.connect(unix_socket=str(self.workdir / "mysqld.sock"), user="root",
+                               connect_timeout=1)
+        try:
+            for statement in statements:
+                conn.cursor().execute(statement)
+        finally:
+            conn.close()
 
     def stop(self) -> None:
         if self.popen is not None and self.popen.poll() is None:
@@ -432,7 +496,7 @@ class MariaDBServer:
     def execute(self, sql: str, database: str = "") -> list[tuple]:
         import MySQLdb
 
-        conn = MySQLdb.connect(host="127.0.0.1", port=self.port, user="root", db=database,
+        conn = MySQLdb.connect(host=self.bind, port=self.port, user="root", db=database,
                                charset="utf8mb4", autocommit=True)
         try:
             cursor = conn.cursor()

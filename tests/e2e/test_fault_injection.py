@@ -30,6 +30,7 @@ from tests.e2e.service import (
     Process,
     RedisServer,
     Service,
+    check_ledger,
     docnum_env,
     prepare_database,
     wait_until,
@@ -55,30 +56,6 @@ class Attempt:
     retry_after: str | None = None
     number: str | None = None
     request_id: str | None = None
-
-
-def _check_ledger(engine, expected_request_ids: set[str]) -> dict[str, list[int]]:
-    """Nothing duplicated, nothing half-written: one ledger row per request, contiguous
-    counters that match the ledger, one successful audit row per ledger row."""
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT counter_key, sequence, document_number, request_id "
-                                 "FROM document_numbers")).all()
-        counters = dict(conn.execute(text("SELECT counter_key, last_sequence FROM counters"))
-                        .all())
-        audits = conn.execute(text("SELECT request_id FROM audit_log WHERE operation = "
-                                   "'GENERATE' AND success")).scalars().all()
-    assert {r.request_id for r in rows} == expected_request_ids
-    assert len(rows) == len(expected_request_ids), "a request was issued twice"
-    assert len({r.document_number for r in rows}) == len(rows), "a number was issued twice"
-    sequences: dict[str, list[int]] = {}
-    for row in rows:
-        sequences.setdefault(row.counter_key, []).append(row.sequence)
-    for key, seqs in sequences.items():
-        assert sorted(seqs) == list(range(1, len(seqs) + 1)), f"gap or duplicate on {key}"
-        assert counters[key] == len(seqs), f"counter {key} disagrees with the ledger"
-    assert Counter(audits) == Counter({r.request_id for r in rows}), \
-        "every issued number has exactly one successful audit row"
-    return sequences
 
 
 # ------------------------------------------------------------------------------ database
@@ -148,7 +125,7 @@ def test_database_stops_for_5s_under_sync_load(tmp_path):
         engine = create_engine(url)
         try:
             issued = {a.key: a for a in attempts if a.status == 201}
-            sequences = _check_ledger(engine, {a.request_id for a in issued.values()})
+            sequences = check_ledger(engine, {a.request_id for a in issued.values()})
         finally:
             engine.dispose()
 
@@ -307,7 +284,7 @@ def test_redis_stops_under_async_load(database_url, seed, engine, tmp_path,
             "AND success")).all())
     expected = {rid for _r, rid in accepted.values()} | {
         _request_id(env, k) for k in db_only} | {warm.json()["request_id"]}
-    _check_ledger(engine, expected)
+    check_ledger(engine, expected)
     assert all(fallback[_request_id(env, k)] == "DB_ONLY" for k in db_only)
     fate = "survived (no client action)" if appendonly else \
         f"were lost ({len(lost)} polls answered 404) and retried by their clients with the " \
@@ -374,7 +351,7 @@ def test_two_consumers_on_one_shard_queue_issue_no_duplicate(database_url, seed,
                      for node, info in stats.items()}
     assert tasks.get("rogue", 0) > 0 and tasks.get("shard0-1-2-3", 0) > 0, \
         f"both consumers must have served messages: {tasks}"
-    _check_ledger(engine, set(request_ids))
+    check_ledger(engine, set(request_ids))
     with engine.connect() as conn:
         lock_wait = conn.execute(text("SELECT MAX(lock_wait_ms), SUM(retry_count) FROM "
                                       "audit_log WHERE operation = 'GENERATE'")).one()

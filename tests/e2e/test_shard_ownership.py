@@ -283,3 +283,25 @@ def test_no_ownership_on_the_embedded_sql_fallback(tmp_path):
     settings = load_settings({"DOCNUM_VAR_DIR": str(tmp_path), "DOCNUM_JWT_SECRET": "x",
                               "DOCNUM_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"})
     assert claim_shards(settings, ["docnum.shard.0"]) is None
+
+
+def test_a_paused_process_is_not_a_stalled_consumer(broker):
+    """A whole-process pause (SIGSTOP) is not the consumer's stall: the batch in hand keeps its
+    time, and the next tick refreshes at once to find out which shards changed hands."""
+    client = redis.Redis.from_url(broker[0])
+    paused = _ownership(client, ["docnum.shard.0", "docnum.shard.1"], "h:1:paused",
+                        stall_timeout=0.5)
+    paused.acquire()
+    paused.begin_batch()
+    time.sleep(0.8)             # as if frozen 0.8 s in the middle of the batch
+    client.set(owner_key("docnum.shard.1"), "other:2:b|adopted")   # adopted meanwhile
+    paused.resumed(0.8)
+    assert paused.stalled_for() < 0.5
+    paused.tick()
+    assert paused.stood_down is None, "a pause made the worker stand down"
+    assert paused.queues() == ["docnum.shard.0"], "the refresh after the pause found the loss"
+    time.sleep(0.6)             # a real stall after the pause still counts
+    paused.tick()
+    assert paused.stood_down == "stalled"
+    paused.end_batch()
+    paused.release()
