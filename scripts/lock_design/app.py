@@ -60,7 +60,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 from werkzeug.exceptions import HTTPException
 
-from docnum.api.http import json_body, json_response
+from docnum.api.contract import json_object
+from docnum.api.http import json_response
 from docnum.api.problems import problem_response
 from docnum.api.security import current_principal, requires
 from docnum.cli.loadtest import RESET, TEMPLATE
@@ -69,6 +70,7 @@ from docnum.shared.clock import iso, to_db
 from docnum.shared.context import NumberingContext
 from docnum.shared.db import get_engine, is_unreachable, service_busy
 from docnum.shared.errors import DocnumError
+from docnum.shared.schemas import IdempotencyHeaders, parse
 from docnum.shared.settings import Settings, get_settings
 
 BASE = "/api/v1/document-numbering"
@@ -281,8 +283,9 @@ def create_app(settings: Settings | None = None, redis_url: str | None = None) -
     @app.post(f"{BASE}/generate")
     @requires("correspondence.create")
     def generate() -> ResponseReturnValue:
-        key = issuing.check_idempotency_key(request.headers.get("Idempotency-Key"))
-        ctx = issuing.parse_context(json_body())
+        # The same parsing and validation as docnum's /generate (shared/schemas.py).
+        key = parse(IdempotencyHeaders, dict(request.headers.items())).idempotency_key
+        ctx = issuing.parse_context(json_object(request))
         issued = design.issue(ctx, current_principal().sub, key, request.remote_addr,
                               request.headers.get("User-Agent"))
         return json_response({"document_number": issued.document_number,
