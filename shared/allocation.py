@@ -316,7 +316,8 @@ def allocate_in_session(session: Session, groups: dict[str, list[AllocationReque
     else:
         connection.execute(_ADVANCE_COUNTER, [
             {"key": row["counter_key"], "new_last": row["last_sequence"],
-             "new_capacity": row["capacity"], "now": row["updated_at"]}
+             "new_capacity": row["capacity"], "now": row["updated_at"],
+             **{f"new_{name}": row[name] for name in chain.HEAD_COLUMNS}}
             for row in batch.counters])
     return batch.outcomes
 

@@ -177,6 +177,10 @@ def stamp_batch(ledger_rows: list[dict], audit_rows: list[dict],
     return {key: head_columns(ledger[key], audit[key]) for key in counters}
 
 
+# The counter row's columns that hold its two chains' heads.
+HEAD_COLUMNS = ("ledger_length", "ledger_head", "audit_length", "audit_head")
+
+
 def head_columns(ledger: Head, audit: Head) -> dict[str, object]:
     return {"ledger_length": ledger.length, "ledger_head": ledger.stored(),
             "audit_length": audit.length, "audit_head": audit.stored()}
@@ -192,6 +196,6 @@ def chain_name(kind: str, counter_key: str | None) -> str:
     return f"{kind} chain of {counter_key}" if counter_key else f"{kind} chain without a counter"
 
 
-__all__ = ["AUDIT", "AUDIT_FIELDS", "GENESIS", "KINDS", "LEDGER", "LEDGER_FIELDS", "Head",
+__all__ = ["AUDIT", "AUDIT_FIELDS", "GENESIS", "HEAD_COLUMNS", "KINDS", "LEDGER", "LEDGER_FIELDS", "Head",
            "audit_encoding", "canonical", "chain_name", "head_columns", "leaf_encoding",
            "ledger_encoding", "link", "stamp", "stamp_batch", "timestamp"]
