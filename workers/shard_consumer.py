@@ -114,6 +114,10 @@ class ShardConsumer:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            # Cleared BEFORE the take: a doorbell that moves a message after the take looked
+            # (it was already blocked in BLMOVE) leaves the event set, so the idle wait below
+            # returns at once instead of after DOORBELL_WAIT_S.
+            self._wake.clear()
             try:
                 served = self.serve_once()
                 failures = 0
@@ -133,7 +137,6 @@ class ShardConsumer:
 
     def _idle_wait(self) -> None:
         self._ring_doorbells()
-        self._wake.clear()
         self._idle.set()
         self._wake.wait(DOORBELL_WAIT_S)
         self._idle.clear()
