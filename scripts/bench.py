@@ -539,10 +539,8 @@ class Bench:
             subprocess.run([PY, "-m", "docnum.cli.main", "migrate"], env=direct_env, cwd=REPO,
                            check=True, capture_output=True, timeout=120)
             settings = load_settings(direct_env)
-            from docnum.cli.main import _cores
-
             for child in build_children(settings.queue_shards,
-                                        self.args.worker_processes or _cores(),
+                                        self.args.latency_workers,
                                         with_beat=False):
                 argv = [PY, *child.argv[1:]]  # this checkout's interpreter
                 env = direct_env if child.name == "api" else relay_env
@@ -772,6 +770,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="add the latency phase with this round trip added between "
                              "docnum's shard workers and MariaDB (e.g. 50)")
     parser.add_argument("--latency-clients", type=int, default=8)
+    parser.add_argument("--latency-workers", type=int, default=4,
+                        help="shard worker processes in the latency phase (default 4: the "
+                             "compose topology; a worker far from its database waits on the "
+                             "network, not the CPU: docs/deploy.md)")
     parser.add_argument("--latency-duration", type=float, default=None,
                         help="seconds of the latency phase (default: --duration)")
     parser.add_argument("--only", default=None,
