@@ -5,7 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from docnum.shared.clock import iso
-from docnum.shared.models import AuditRow, IssuedNumber
+from docnum.shared.models import AuditArchiveRow, AuditRow, IssuedNumber
 
 STATES = ("RESERVED", "CONFIRMED", "CANCELLED", "EXPIRED", "VOID")
 SOURCES = ("GENERATE", "RESERVE", "MANUAL", "IMPORT", "REPLACE")
@@ -54,7 +54,7 @@ def failed_request(session: Session, request_id: str) -> AuditRow | None:
                           .order_by(AuditRow.id.desc()).limit(1))
 
 
-def audit_dict(row) -> dict:  # AuditRow or AuditArchiveRow
+def audit_dict(row: AuditRow | AuditArchiveRow) -> dict:
     return {"id": row.id, "operation": row.operation, "actor": row.actor,
             "client_ip": row.client_ip, "user_agent": row.user_agent,
             "request_id": row.request_id, "counter_key": row.counter_key,

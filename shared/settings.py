@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from docnum.shared.embedded_redis import EmbeddedRedis, embedded_redis
 
@@ -81,7 +82,7 @@ class Settings:
         """The embedded default without a Redis server binary: kombu's SQL transport."""
         return self.broker_url.startswith("sqla+")
 
-    def with_overrides(self, **changes) -> Settings:
+    def with_overrides(self, **changes: Any) -> Settings:  # any field, with that field's type
         return replace(self, **changes)
 
 
