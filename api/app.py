@@ -50,8 +50,8 @@ def redis_client(url: str, *, master_name: str | None = None,
     (``shared/redis_urls.py``; the workers' shard ownership lock uses the same function).
 
     Short timeouts on purpose: the front door must notice a dead Redis within one request and
-    go to the DB-only path (docs/reference.md#failure-behaviour). A refused connection fails in about a millisecond; a
-    host that does not answer costs at most the 2 s connect timeout.
+    go to the DB-only path (docs/reference.md#failure-behaviour). A refused connection fails in
+    about a millisecond; a host that does not answer costs at most the 2 s connect timeout.
     """
     return redis_urls.redis_client(url, master_name=master_name, socket_timeout=socket_timeout)
 

@@ -1,4 +1,5 @@
-"""Reading the ledger: the issued-number object of docs/reference.md#http-api, and lookups by request and number."""
+"""Reading the ledger: the issued-number object of docs/reference.md#http-api, and lookups by
+request and number."""
 from __future__ import annotations
 
 from sqlalchemy import select

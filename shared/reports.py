@@ -1,4 +1,5 @@
-"""The read side of administration: the audit trail, counters and the gaps report (docs/reference.md#http-api).
+"""The read side of administration: the audit trail, counters and the gaps report
+(docs/reference.md#http-api).
 
 Plain functions over a session; the views only parse the query string and page the answer.
 """

@@ -1,4 +1,5 @@
-"""Typed settings, read from ``DOCNUM_*`` environment variables in this one place (docs/reference.md#configuration).
+"""Typed settings, read from ``DOCNUM_*`` environment variables in this one place
+(docs/reference.md#configuration).
 
 With nothing set, docnum runs on an embedded default that needs no server set up: a SQLite
 database, a private Redis that ``docnum up`` starts on a unix socket (shared/embedded_redis.py) and
