@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
     app.register_blueprint(routes_lifecycle.bp, url_prefix=BASE)
     app.register_blueprint(routes_admin.bp, url_prefix=BASE)
     app.register_blueprint(routes_proofs.bp, url_prefix=BASE)
-    app.register_blueprint(console.bp, url_prefix="/console")  # the admin console
+    console.register(app, url_prefix="/console")  # the admin console
     init_rate_limits(app, settings)
     _register_error_handlers(app)
     return app

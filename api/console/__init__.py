@@ -291,4 +291,11 @@ def _http_error(error: HTTPException) -> ResponseReturnValue:
     return error_page(status, title, detail)
 
 
-from docnum.api.console import views  # registers the pages on bp
+# --------------------------------------------------------------------------- mounting
+
+def register(app: Flask, url_prefix: str) -> None:
+    """Mount the console on ``app``. ``views`` declares the pages on ``bp`` when it is imported;
+    it imports this module's plumbing, so it is imported here, once the plumbing exists."""
+    from docnum.api.console import views
+
+    app.register_blueprint(views.bp, url_prefix=url_prefix)
