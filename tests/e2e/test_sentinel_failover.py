@@ -14,6 +14,7 @@ one success audit row per request. The measured pauses are printed (``-s``).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -130,7 +131,8 @@ def _sentinel_ready(sentinel: redis.Redis) -> bool:
         state = sentinel.execute_command("SENTINEL", "MASTER", MASTER)
     except redis.RedisError:
         return False
-    info = dict(zip(state[::2], state[1::2])) if isinstance(state, list) else state
+    # RESP2 answers a flat list of field, value pairs.
+    info = dict(zip(state[::2], state[1::2], strict=True)) if isinstance(state, list) else state
     return int(info["num-slaves"]) >= 1 and int(info["num-other-sentinels"]) >= 2
 
 
@@ -322,8 +324,7 @@ def test_sentinel_failover_loses_nothing(database_url, tmp_path, seed, engine,
         "one success audit row per request"
 
     db_only = sum(1 for a in audits if a.fallback_used == "DB_ONLY")
-    gaps = [b - a for a, b in zip(client.served_at, client.served_at[1:])
-            if a >= killed_at - 1]
+    gaps = [b - a for a, b in itertools.pairwise(client.served_at) if a >= killed_at - 1]
     resubmitted = [s for s in client.submissions if s.resubmitted]
     print(f"\nSentinel failover: replica promoted {promoted_at - killed_at:.1f} s after SIGKILL "
           f"of the primary (down-after {DOWN_AFTER_MS} ms); queue mode again after "
