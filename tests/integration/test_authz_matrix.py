@@ -42,7 +42,7 @@ class Row:
         default=lambda fx: ("", {}))
 
 
-def _json(body: dict, **extra) -> dict:
+def _json(body: dict, **extra: object) -> dict:
     return {"json": body, **extra}
 
 
@@ -149,7 +149,7 @@ ROUTES: dict[tuple[str, str], Row] = {
 
 # ------------------------------------------------------------------------- credentials
 
-def _claims(**overrides) -> dict:
+def _claims(**overrides: object) -> dict:
     now = int(time.time())
     claims = {"sub": SUB, "perms": list(PERMISSIONS), "roles": [SUPER_ADMIN], "iat": now,
               "exp": now + 600}

@@ -8,9 +8,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from docnum.shared.auth import SUPER_ADMIN
 from docnum.shared.db import transaction
@@ -53,7 +54,7 @@ def console_client(app, token, sub: str = "admin1", perms=None, roles=None):
     return client
 
 
-def post(client, path: str, data: dict | None = None, **kwargs):
+def post(client, path: str, data: dict | None = None, **kwargs: Any):
     body = dict(data or {})
     body.setdefault("csrf_token", csrf(client))
     return client.post(path, data=body, **kwargs)
@@ -63,7 +64,7 @@ def text(response) -> str:
     return response.get_data(as_text=True)
 
 
-def count(engine, model, *where) -> int:
+def count(engine, model, *where: ColumnElement[bool]) -> int:
     with transaction(engine) as session:
         return session.scalar(select(func.count()).select_from(model).where(*where))
 

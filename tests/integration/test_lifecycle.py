@@ -24,7 +24,7 @@ from docnum.shared.models import AuditRow, IssuedNumber
 from tests.conftest import BASE, generate, letter, wait_for
 
 
-def reserve(client, auth, body, **headers):
+def reserve(client, auth, body, **headers: Any):
     response = client.post(f"{BASE}/reserve?timeout=10", json=body, headers=auth(**headers))
     assert response.status_code == 201, response.get_data(as_text=True)
     return response.json

@@ -78,8 +78,8 @@ def test_audit_filters_and_pages_through_live_and_archive(client, auth, seed, en
     early = client.get(f"{BASE}/audit?to={(old + timedelta(days=1)).date()}",
                        headers=viewer).json["items"]
     assert {r["id"] for r in early} == set(ids[:2])
-    iso_window = client.get(f"{BASE}/audit?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00%2B07:00",
-                            headers=viewer).json["items"]
+    iso_window = client.get(f"{BASE}/audit?from=2000-01-01T00:00:00Z"
+                            "&to=2000-01-02T00:00:00%2B07:00", headers=viewer).json["items"]
     assert iso_window == []
 
     bad = client.get(f"{BASE}/audit?operation=DELETE", headers=viewer)

@@ -14,9 +14,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, text
 
-from docnum.shared import bulk_import, chain, checkpoints, lifecycle, maintenance, merkle, proofs
+from docnum.shared import (
+    bulk_import,
+    chain,
+    checkpoints,
+    lifecycle,
+    maintenance,
+    merkle,
+    proofs,
+    resets,
+)
 from docnum.shared import override as overrides
-from docnum.shared import resets
 from docnum.shared.allocation import allocate_many, record_failures
 from docnum.shared.audit import Actor, write_audit
 from docnum.shared.clock import FixedClock, SystemClock
