@@ -1,5 +1,5 @@
-"""The admin console: server-rendered pages under ``/console/`` for document controllers
-(issue 8). Same services, same permission rules and same audit rows as the API.
+"""The admin console: server-rendered pages under ``/console/`` for document controllers.
+Same services, same permission rules and same audit rows as the API.
 
 This module is the plumbing — the blueprint, sign-in state, CSRF, language, error pages; the
 pages are in ``api/console/views.py`` and every word they show is in ``api/console/i18n.py``.

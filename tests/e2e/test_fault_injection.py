@@ -1,4 +1,4 @@
-"""Fault injection under load (issue 7 §2): the database stops, Redis stops, a shard queue gets a
+"""Fault injection under load: the database stops, Redis stops, a shard queue gets a
 second consumer by mistake. (A SIGKILLed shard worker: test_worker_kill.py and
 test_up_supervision.py.)
 

@@ -1,4 +1,4 @@
-"""The admin console (issue 8) through Flask's test client: sign-in, CSRF, permissions, and each
+"""The admin console through Flask's test client: sign-in, CSRF, permissions, and each
 page doing its work through the same services (and audit rows) as the API.
 
 Real MariaDB, real Redis, the real Celery worker (in a thread) and the Flask app.

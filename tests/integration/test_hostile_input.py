@@ -1,4 +1,4 @@
-"""Hostile input (issue 7 §5): every malformed or malicious request is a clear 4xx
+"""Hostile input: every malformed or malicious request is a clear 4xx
 problem+json, writes nothing (every table and the request store counted before and after) and
 logs nothing that leaks a token or the JWT secret.
 

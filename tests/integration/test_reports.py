@@ -1,5 +1,5 @@
 """The read side: GET /audit (archive included), GET /counters, GET /reports/gaps, and the
-config history acceptance of issue 3.
+config history (a change needs a reason and never touches issued numbers).
 """
 from __future__ import annotations
 
