@@ -90,24 +90,32 @@ class Settings:
 REDIS_SCHEMES = ("redis://", "rediss://", "sentinel://", "redis+socket://")
 
 
+def create_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, readable by its owner only, unless ``path`` exists.
+
+    Written under a name of this process, then hard-linked into place: an atomic "create if
+    absent", so processes starting together agree on one content (the one linked first) and
+    none reads a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o600)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _jwt_secret(env: dict[str, str], var_dir: Path) -> str:
     if env.get("DOCNUM_JWT_SECRET"):
         return env["DOCNUM_JWT_SECRET"]
     # Generated once so that `docnum token` and the API agree without any setup.
     path = var_dir / "jwt_secret"
-    if path.exists():
-        return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(secret)
-    os.chmod(tmp, 0o600)
-    try:
-        os.link(tmp, path)  # atomic "create if absent": two processes agree on one secret
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    if not path.exists():
+        create_private_file(path, secrets.token_urlsafe(48).encode("ascii"))
     return path.read_text().strip()
 
 
