@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from docnum.shared.clock import iso
+from docnum.shared.errors import DocnumError
 from docnum.shared.models import AuditArchiveRow, AuditRow, IssuedNumber
 
 STATES = ("RESERVED", "CONFIRMED", "CANCELLED", "EXPIRED", "VOID")
@@ -46,6 +47,23 @@ def by_number(session: Session, document_number: str) -> list[IssuedNumber]:
     return list(session.scalars(select(IssuedNumber)
                                 .where(IssuedNumber.document_number == document_number)
                                 .order_by(IssuedNumber.id)))
+
+
+def one_by_number(session: Session, document_number: str, project: str | None, *,
+                  choose: str = "add ?project= to choose") -> IssuedNumber:
+    """The row of ``document_number`` in ``project`` (any project when None): ``NOT_FOUND`` when
+    there is none, ``CONFLICT`` when several projects hold the number (``choose`` tells the
+    caller how to name one)."""
+    rows = by_number(session, document_number)
+    if project is not None:
+        rows = [r for r in rows if r.project == project]
+    if not rows:
+        raise DocnumError("NOT_FOUND", f"{document_number} was never issued")
+    if len(rows) > 1:
+        projects = ", ".join(r.project for r in rows)
+        raise DocnumError("CONFLICT", f"{document_number} exists in projects {projects}; "
+                                      f"{choose}")
+    return rows[0]
 
 
 def failed_request(session: Session, request_id: str) -> AuditRow | None:
