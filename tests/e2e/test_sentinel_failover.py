@@ -19,7 +19,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from sqlalchemy import select
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, IssuedNumber
 from tests.conftest import BASE, letter, make_settings, wait_for
+from tests.e2e.service import start_worker
 
 MASTER = "docnum-test"
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
@@ -199,16 +199,9 @@ def _fallback_of(engine, request_id: str) -> str | None:
 
 
 def _start_worker(settings, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, DOCNUM_DATABASE_URL=settings.database_url,
-               DOCNUM_BROKER_URL=settings.broker_url, DOCNUM_RESULT_BACKEND=settings.result_backend,
-               DOCNUM_REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
-               DOCNUM_JWT_SECRET=settings.jwt_secret, DOCNUM_VAR_DIR=str(settings.var_dir),
-               DOCNUM_QUEUE_SHARDS=str(settings.queue_shards),
-               DOCNUM_VISIBILITY_TIMEOUT=str(settings.visibility_timeout))
-    shards = ",".join(str(i) for i in range(settings.queue_shards))
-    return subprocess.Popen([sys.executable, "-m", "docnum.cli.main", "worker", "--shards", shards,
-                             "--loglevel", "warning"],
-                            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return start_worker(settings, log,
+                        DOCNUM_REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
+                        DOCNUM_VISIBILITY_TIMEOUT=str(settings.visibility_timeout))
 
 
 def test_sentinel_failover_loses_nothing(database_url, tmp_path, seed, engine,

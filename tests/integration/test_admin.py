@@ -10,21 +10,16 @@ import time
 from datetime import datetime
 
 import pytest
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import select
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, Counter, IssuedNumber, ResetRequest
-from tests.conftest import BASE, generate, letter
+from tests.conftest import BASE, count, generate, letter
 
 LETTER_KEY_ผรม = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=ผรม.1|Y2025"
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 COLUMNS = ["document_number", "project", "correspondence_type", "originator", "recipient",
            "sub_type", "rfa_type", "discipline", "document_date", "state"]
-
-
-def count(engine, model, *where: ColumnElement[bool]) -> int:
-    with transaction(engine) as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
 def last_sequence(engine, key: str) -> int | None:

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import func, select
 
 from docnum.shared.auth import SUPER_ADMIN
 from docnum.shared.db import transaction
@@ -23,7 +23,7 @@ from docnum.shared.models import (
     NumberingConfig,
     ResetRequest,
 )
-from tests.conftest import BASE, generated, letter
+from tests.conftest import BASE, count, generated, letter
 
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 ADMIN_PERMS = ["correspondence.read", "correspondence.create", "system.manage_settings",
@@ -62,11 +62,6 @@ def post(client, path: str, data: dict | None = None, **kwargs: Any):
 
 def text(response) -> str:
     return response.get_data(as_text=True)
-
-
-def count(engine, model, *where: ColumnElement[bool]) -> int:
-    with transaction(engine) as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
 def audits(engine, operation: str) -> list[AuditRow]:

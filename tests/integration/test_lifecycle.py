@@ -8,7 +8,6 @@ import threading
 import time
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -21,13 +20,7 @@ from docnum.shared.clock import FixedClock, SystemClock
 from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError
 from docnum.shared.models import AuditRow, IssuedNumber
-from tests.conftest import BASE, generate, letter, wait_for
-
-
-def reserve(client, auth, body, **headers: Any):
-    response = client.post(f"{BASE}/reserve?timeout=10", json=body, headers=auth(**headers))
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return response.json
+from tests.conftest import BASE, generate, letter, reserve, wait_for
 
 
 def reserve_direct(engine, settings, *, body=None, ttl=300, clock=None) -> dict:

@@ -9,16 +9,10 @@ from sqlalchemy import delete, insert, select, update
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditArchiveRow, AuditRow, IssuedNumber
-from tests.conftest import BASE, generated, letter
+from tests.conftest import BASE, generated, letter, reserve
 
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 RFI_KEY = "LCBP3|CORR_TYPE=RFI|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
-
-
-def reserve(client, auth, body):
-    response = client.post(f"{BASE}/reserve?timeout=10", json=body, headers=auth())
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return response.json
 
 
 def pages(client, url: str, headers: dict) -> list[list[dict]]:
