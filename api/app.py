@@ -50,8 +50,8 @@ def redis_client(url: str, *, master_name: str | None = None,
     (``shared/redis_urls.py``; the workers' shard ownership lock uses the same function).
 
     Short timeouts on purpose: the front door must notice a dead Redis within one request and
-    go to the DB-only path (docs/reference.md#failure-behaviour). A refused connection fails in about a millisecond; a
-    host that does not answer costs at most the 2 s connect timeout.
+    go to the DB-only path (docs/reference.md#failure-behaviour). A refused connection fails in
+    about a millisecond; a host that does not answer costs at most the 2 s connect timeout.
     """
     return redis_urls.redis_client(url, master_name=master_name, socket_timeout=socket_timeout)
 
@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
     app.register_blueprint(routes_lifecycle.bp, url_prefix=BASE)
     app.register_blueprint(routes_admin.bp, url_prefix=BASE)
     app.register_blueprint(routes_proofs.bp, url_prefix=BASE)
-    app.register_blueprint(console.bp, url_prefix="/console")  # the admin console
+    console.register(app, url_prefix="/console")  # the admin console
     init_rate_limits(app, settings)
     _register_error_handlers(app)
     return app

@@ -1,4 +1,5 @@
-"""Rate limits on the issuing routes (docs/reference.md#http-api): per user and per client IP, on Redis.
+"""Rate limits on the issuing routes (docs/reference.md#http-api): per user and per client IP,
+on Redis.
 
 ``/requests``, ``/generate`` and ``/reserve`` share one budget per user (``sub`` of the bearer
 token, ``DOCNUM_RATE_LIMIT_USER``, default 10/minute) and one per IP address
@@ -15,10 +16,11 @@ The counting is the ``limits`` library's moving window (the engine of Flask-Limi
 request that reaches the front door is counted there, in the same Redis round trip as its claim
 (``Admission``: the same window, keys and Lua logic as ``limits``); one that is refused before
 (a bad token, an invalid body) is counted when its error is answered, and turned into a 429 if
-it is over budget (``settle``); without the shared Redis, ``before_request`` counts it at once. Flask-Limiter itself cost 0.74 ms of CPU per issuing request
-here (measured: its middleware pass plus one decorator pass per budget, resolving, filtering
-and exemption checks around two Redis calls), a quarter of the front door's whole cost per
-request; the two ``hit`` calls alone cost about 0.3 ms (docs/benchmarks.md).
+it is over budget (``settle``); without the shared Redis, ``before_request`` counts it at once.
+Flask-Limiter itself costs 0.74 ms of CPU per issuing request here (measured: its middleware
+pass plus one decorator pass per budget, resolving, filtering and exemption checks around two
+Redis calls), a quarter of the front door's whole cost per request; the two ``hit`` calls alone
+cost about 0.3 ms (docs/benchmarks.md).
 """
 from __future__ import annotations
 

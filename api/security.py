@@ -3,11 +3,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
+from typing import ParamSpec, TypeVar
 
 from flask import current_app, g, request
 
 from docnum.shared.auth import Principal, verify_token
 from docnum.shared.errors import DocnumError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def current_principal() -> Principal:
@@ -23,12 +27,12 @@ def current_principal() -> Principal:
 
 
 def requires(perm: str | None = None, *, role: str | None = None,
-             any_of: tuple[str, ...] = ()) -> Callable:
+             any_of: tuple[str, ...] = ()) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Authenticate, then demand a permission, one of several, or a role."""
 
-    def decorate(view: Callable) -> Callable:
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             principal = current_principal()
             allowed = True
             if perm is not None:

@@ -4,7 +4,9 @@ Layered on the package's own settings, ``api/gunicorn_conf.py`` (what ``docnum a
 default): wsgi_app ``docnum.api.wsgi:app``, bind from DOCNUM_HOST/DOCNUM_PORT, gthread workers from
 DOCNUM_API_WORKERS (default 2), timeout 40, keepalive 5, and the ``child_exit`` hook that calls
 prometheus_client's ``mark_process_dead`` when PROMETHEUS_MULTIPROC_DIR is set. This file only
-sets what a deployment wants differently, so the two cannot drift apart.
+sets what a deployment wants differently and imports the rest by name, so the two cannot
+drift apart (scripts/check_compose fails when the package adds a setting this file does not
+import or set).
 
 Use: ``gunicorn -c deploy/gunicorn.conf.py`` (or ``docnum api`` once it takes its config path
 from DOCNUM_GUNICORN_CONFIG, which deploy/Dockerfile and docnum-api.service set).
@@ -14,14 +16,23 @@ opens nothing and imports only the standard library and that settings module, so
 it and read the values.
 
 Timeouts, from the client inwards (each layer outlasts the one inside it):
-  /generate and /reserve wait up to 30 s for the worker      (docs/reference.md#http-api, ?timeout=0..30)
+  /generate and /reserve wait up to 30 s for the worker      (docs/reference.md#http-api,
+                                                              ?timeout=0..30)
   nginx proxy_read_timeout 35 s                               (deploy/nginx/conf.d/docnum.conf)
   gunicorn timeout 40 s: kills a worker silent for longer     (api/gunicorn_conf.py)
 """
 import os
 
-from docnum.api.gunicorn_conf import *  # wsgi_app, bind, workers, child_exit, ...
-from docnum.api.gunicorn_conf import timeout  # named explicitly: the checks below rely on it
+# The package's settings this file keeps as they are: gunicorn reads them as names of this module
+# (``name as name`` re-exports them).
+from docnum.api.gunicorn_conf import bind as bind
+from docnum.api.gunicorn_conf import child_exit as child_exit
+from docnum.api.gunicorn_conf import keepalive as keepalive
+from docnum.api.gunicorn_conf import loglevel as loglevel
+from docnum.api.gunicorn_conf import timeout as timeout
+from docnum.api.gunicorn_conf import worker_class as worker_class
+from docnum.api.gunicorn_conf import workers as workers
+from docnum.api.gunicorn_conf import wsgi_app as wsgi_app
 
 
 def _int(name: str, default: int) -> int:

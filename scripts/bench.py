@@ -352,7 +352,8 @@ class Bench:
     # -- environment ---------------------------------------------------------------------------
     def redis_urls(self) -> tuple[str, str, str]:
         base = self.redis_base.rstrip("/")
-        # A private server: its own DB numbers; a shared one: the old bench's 7, 8 (and 9).
+        # A private server: its own DB numbers; a shared one (--redis): 7, 8 (and 9), which the
+        # bench flushes, away from DB 0 where a running service keeps its data.
         dbs = (0, 1, 2) if self.redis else (7, 8, 9)
         return f"{base}/{dbs[0]}", f"{base}/{dbs[1]}", f"{base}/{dbs[2]}"
 

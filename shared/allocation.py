@@ -230,7 +230,7 @@ def _create_counters(session: Session, rows: list[dict]) -> None:
 
 
 def lock_counter(session: Session, counter_key: str, project: str, start: int,
-                 capacity: int, now) -> int:
+                 capacity: int, now: datetime) -> int:
     """Lock the counter row and return its last sequence, creating the row on first use.
 
     Also used by the admin operations (override, import, reset) that move a counter.
@@ -496,7 +496,7 @@ def _first_collision(plans: list[_Plan],
 
 
 def _write(counter_key: str, plans: list[_Plan], ledger_rows: list[dict],
-           audit_rows: list[dict], *, now, reservation_ttl: int, fallback_used: str,
+           audit_rows: list[dict], *, now: datetime, reservation_ttl: int, fallback_used: str,
            retry_count: int, lock_wait_ms: int) -> list[Outcome]:
     """Outcomes of one key's plans; appends the rows to insert to ``ledger_rows``/``audit_rows``."""
     from docnum.shared.ledger import issued_number

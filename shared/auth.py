@@ -38,7 +38,7 @@ def _unauthenticated(detail: str) -> DocnumError:
 
 
 # Verified tokens, per process: a client sends the same token with every request, and decoding
-# it (base64, JSON, HMAC or RSA) twice per request (rate limit key, then authentication) was a
+# it (base64, JSON, HMAC or RSA) twice per request (rate limit key, then authentication) is a
 # measurable share of the issuing path's CPU. Only successes are kept, with their expiry, which
 # is checked again on every hit; a changed key or issuer misses (they are part of the cache key).
 _VERIFIED: dict[tuple[str, str | None, str], tuple[Principal, float]] = {}

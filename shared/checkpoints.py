@@ -16,10 +16,8 @@ from its last recorded head to its new head; a chain that does not extend its re
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -42,7 +40,7 @@ from docnum.shared.models import (
     Counter,
     IssuedNumber,
 )
-from docnum.shared.settings import Settings
+from docnum.shared.settings import Settings, create_private_file
 
 log = logging.getLogger(__name__)
 
@@ -87,27 +85,13 @@ def load_signing_key(settings: Settings) -> Ed25519PrivateKey:
     if not path.exists():
         if not settings.signing_key_generate:
             raise SigningKeyMissing(f"DOCNUM_SIGNING_KEY_FILE {path} does not exist")
-        _generate(path)
+        create_private_file(path, Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningKeyMissing(f"{path} is not an Ed25519 private key")
     return key
-
-
-def _generate(path: Path) -> None:
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(pem)
-    os.chmod(tmp, 0o600)
-    try:
-        os.link(tmp, path)  # atomic "create if absent": concurrent starters agree on one key
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_public_key(data: bytes) -> Ed25519PublicKey:

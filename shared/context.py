@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import date
 
-# The counter-key dimensions, in the fixed order of docs/reference.md#counter-keys-and-periods, with the context field each reads.
+# The counter-key dimensions, in the fixed order of docs/reference.md#counter-keys-and-periods,
+# with the context field each reads.
 DIMENSIONS: tuple[tuple[str, str], ...] = (
     ("PROJECT", "project"),
     ("CORR_TYPE", "correspondence_type"),
@@ -16,8 +17,8 @@ DIMENSIONS: tuple[tuple[str, str], ...] = (
 )
 DIMENSION_FIELD: dict[str, str] = dict(DIMENSIONS)
 
-# Catalog kind of each code-carrying context field (docs/reference.md#reference-catalog). Originator and recipient are
-# organizations.
+# Catalog kind of each code-carrying context field (docs/reference.md#reference-catalog).
+# Originator and recipient are organizations.
 FIELD_KIND: dict[str, str] = {
     "project": "project",
     "correspondence_type": "correspondence_type",

@@ -144,7 +144,8 @@ def validation_failed(field_name: str, message: str) -> DocnumError:
 
 
 class TemplateInvalid(DocnumError):
-    """A template broke a rule of docs/reference.md#template-validation; ``rule`` and ``position`` say which and where."""
+    """A template broke a rule of docs/reference.md#template-validation; ``rule`` and
+    ``position`` say which and where."""
 
     def __init__(self, rule: str, position: int | None, message: str) -> None:
         where = f" at position {position}" if position is not None else ""

@@ -1,11 +1,13 @@
-"""Reading the ledger: the issued-number object of docs/reference.md#http-api, and lookups by request and number."""
+"""Reading the ledger: the issued-number object of docs/reference.md#http-api, and lookups by
+request and number."""
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from docnum.shared.clock import iso
-from docnum.shared.models import AuditRow, IssuedNumber
+from docnum.shared.errors import DocnumError
+from docnum.shared.models import AuditArchiveRow, AuditRow, IssuedNumber
 
 STATES = ("RESERVED", "CONFIRMED", "CANCELLED", "EXPIRED", "VOID")
 SOURCES = ("GENERATE", "RESERVE", "MANUAL", "IMPORT", "REPLACE")
@@ -47,6 +49,23 @@ def by_number(session: Session, document_number: str) -> list[IssuedNumber]:
                                 .order_by(IssuedNumber.id)))
 
 
+def one_by_number(session: Session, document_number: str, project: str | None, *,
+                  choose: str = "add ?project= to choose") -> IssuedNumber:
+    """The row of ``document_number`` in ``project`` (any project when None): ``NOT_FOUND`` when
+    there is none, ``CONFLICT`` when several projects hold the number (``choose`` tells the
+    caller how to name one)."""
+    rows = by_number(session, document_number)
+    if project is not None:
+        rows = [r for r in rows if r.project == project]
+    if not rows:
+        raise DocnumError("NOT_FOUND", f"{document_number} was never issued")
+    if len(rows) > 1:
+        projects = ", ".join(r.project for r in rows)
+        raise DocnumError("CONFLICT", f"{document_number} exists in projects {projects}; "
+                                      f"{choose}")
+    return rows[0]
+
+
 def failed_request(session: Session, request_id: str) -> AuditRow | None:
     """The audit row of a request that was refused by the allocator (no ledger row exists)."""
     return session.scalar(select(AuditRow).where(AuditRow.request_id == request_id,
@@ -54,7 +73,7 @@ def failed_request(session: Session, request_id: str) -> AuditRow | None:
                           .order_by(AuditRow.id.desc()).limit(1))
 
 
-def audit_dict(row) -> dict:  # AuditRow or AuditArchiveRow
+def audit_dict(row: AuditRow | AuditArchiveRow) -> dict:
     return {"id": row.id, "operation": row.operation, "actor": row.actor,
             "client_ip": row.client_ip, "user_agent": row.user_agent,
             "request_id": row.request_id, "counter_key": row.counter_key,

@@ -32,7 +32,7 @@ from docnum.shared.configs import ConfigView
 from docnum.shared.context import NumberingContext
 from docnum.shared.db import run_in_transaction, transaction
 from docnum.shared.errors import DocnumError, validation_failed
-from docnum.shared.ledger import issued_number
+from docnum.shared.ledger import issued_number, one_by_number
 from docnum.shared.models import IssuedNumber
 from docnum.shared.schemas import VoidAndReplace, as_model
 
@@ -216,16 +216,7 @@ def _plan_void(engine: Engine, number: str, project: str | None, replace: bool, 
                context: NumberingContext | None, clock: Clock, timezone: str) -> _VoidPlan:
     """Read-only preparation: which row, and where the replacement goes (codes, config, key)."""
     with transaction(engine) as session:
-        query = select(IssuedNumber).where(IssuedNumber.document_number == number)
-        if project is not None:
-            query = query.where(IssuedNumber.project == project)
-        rows = list(session.scalars(query))
-        if not rows:
-            raise DocnumError("NOT_FOUND", f"{number} was never issued")
-        if len(rows) > 1:
-            raise DocnumError("CONFLICT", f"{number} exists in projects "
-                                          f"{', '.join(r.project for r in rows)}; add project")
-        row = rows[0]
+        row = one_by_number(session, number, project, choose="add project")
         _check_voidable(row)  # checked again under the row lock
         plan = _VoidPlan(row.project, number, replace, reason)
         if not replace:

@@ -5,22 +5,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from docnum.shared.clock import iso
-from docnum.shared.errors import DocnumError
-from docnum.shared.ledger import audit_dict, by_number, issued_number
+from docnum.shared.ledger import audit_dict, issued_number, one_by_number
 from docnum.shared.models import AuditArchiveRow, AuditRow
 
 
 def number_details(session: Session, document_number: str, project: str | None = None) -> dict:
-    rows = by_number(session, document_number)
-    if project is not None:
-        rows = [r for r in rows if r.project == project]
-    if not rows:
-        raise DocnumError("NOT_FOUND", f"{document_number} was never issued")
-    if len(rows) > 1:
-        projects = ", ".join(r.project for r in rows)
-        raise DocnumError("CONFLICT", f"{document_number} exists in projects {projects}; "
-                                      "add ?project= to choose")
-    row = rows[0]
+    row = one_by_number(session, document_number, project)
     out = issued_number(row)
     out["project"] = row.project
     out["issued_by"] = row.issued_by

@@ -20,7 +20,8 @@ from docnum.shared.models import AuditArchiveRow, AuditRow, Counter, RequestReco
 
 log = logging.getLogger(__name__)
 
-#: Audit rows older than this move to ``audit_log_archive`` (docs/reference.md#the-ledger: kept >= 7 years in total).
+#: Audit rows older than this move to ``audit_log_archive`` (docs/reference.md#the-ledger: kept
+#: >= 7 years in total).
 ARCHIVE_AFTER = timedelta(days=730)
 ARCHIVE_BATCH = 1000
 #: Stop a run well inside its 3600 s lease; the next night continues where it stopped.

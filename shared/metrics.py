@@ -23,6 +23,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
 
 LOCK_BUCKETS = (1, 5, 10, 50, 100, 200, 500, 1000, 2000, 5000)
 GENERATION_BUCKETS = (5, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -141,7 +143,7 @@ _tracked_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 _tracked_lock = threading.Lock()
 
 
-def _pool_usage(pool, returning: bool = False) -> float | None:
+def _pool_usage(pool: Pool, returning: bool = False) -> float | None:
     """Percent of ``pool`` in use; None for pools without a fixed size (NullPool, StaticPool)."""
     try:
         size, overflow, out = pool.size(), pool._max_overflow, pool.checkedout()
@@ -154,7 +156,7 @@ def _pool_usage(pool, returning: bool = False) -> float | None:
     return 100.0 * max(out, 0) / capacity if capacity > 0 else None
 
 
-def refresh_pool_usage(event_pool=None) -> float | None:
+def refresh_pool_usage(event_pool: Pool | None = None) -> float | None:
     """Set the gauge to the busiest tracked pool of this process; returns the value set."""
     values = []
     for engine in list(_tracked_engines):
@@ -181,11 +183,12 @@ def track_pool(engine: Engine) -> None:
         _tracked_engines.add(engine)
 
     @event.listens_for(engine, "checkout")
-    def _on_checkout(_dbapi, _record, _proxy):
+    def _on_checkout(_dbapi: DBAPIConnection, _record: ConnectionPoolEntry,
+                     _proxy: PoolProxiedConnection) -> None:
         refresh_pool_usage()
 
     @event.listens_for(engine, "checkin")
-    def _on_checkin(_dbapi, record):
+    def _on_checkin(_dbapi: DBAPIConnection | None, _record: ConnectionPoolEntry) -> None:
         refresh_pool_usage(event_pool=engine.pool)
 
     refresh_pool_usage()

@@ -16,22 +16,14 @@ from sqlalchemy.orm import Session
 
 from docnum.shared import chain, checkpoints, merkle
 from docnum.shared.errors import DocnumError
-from docnum.shared.ledger import by_number
+from docnum.shared.ledger import one_by_number
 from docnum.shared.models import CheckpointLeaf, IssuedNumber
 
 FORMAT = "docnum-receipt/1"
 
 
 def find_row(session: Session, document_number: str, project: str | None) -> IssuedNumber:
-    rows = by_number(session, document_number)
-    if project is not None:
-        rows = [r for r in rows if r.project == project]
-    if not rows:
-        raise DocnumError("NOT_FOUND", f"{document_number} was never issued")
-    if len(rows) > 1:
-        raise DocnumError("CONFLICT", f"{document_number} exists in projects "
-                                      f"{', '.join(r.project for r in rows)}; add ?project=")
-    return rows[0]
+    return one_by_number(session, document_number, project, choose="add ?project=")
 
 
 def number_proof(session: Session, row: IssuedNumber,

@@ -1,14 +1,15 @@
-"""The read side of administration: the audit trail, counters and the gaps report (docs/reference.md#http-api).
+"""The read side of administration: the audit trail, counters and the gaps report
+(docs/reference.md#http-api).
 
 Plain functions over a session; the views only parse the query string and page the answer.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from docnum.shared.clock import iso, to_db
@@ -59,7 +60,7 @@ def parse_counter_key(key: str) -> KeyParts | None:
     return KeyParts(parts[0], tuple(dims), parts[-1])
 
 
-def _shape(template: str, reset: str, scope, project: str,
+def _shape(template: str, reset: str, scope: Sequence[str] | None, project: str,
            correspondence_type: str | None) -> tuple:
     from docnum.shared.configs import parsed_template
 
@@ -115,7 +116,7 @@ def query_audit(session: Session, filters: AuditFilters, before_id: int | None,
     another page exists. The cursor is the last id seen: ids only grow, so a page never shows
     a row twice or skips one while rows are added or archived.
     """
-    def query(model):
+    def query(model: type[AuditRow] | type[AuditArchiveRow]) -> Select:
         stmt = select(model)
         if filters.document_number is not None:
             stmt = stmt.where(model.document_number == filters.document_number)
@@ -247,7 +248,7 @@ def _missing_reason(sequence: int, events: list[dict]) -> str:
     return "never issued: no ledger row holds this sequence (the counter was moved past it)"
 
 
-def _gap_reason(row) -> str:
+def _gap_reason(row: Row) -> str:
     by = row.state_changed_by or "unknown"
     if row.state == "RESERVED":
         return f"reserved until {iso(row.reservation_expires_at)}, not confirmed yet"

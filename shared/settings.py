@@ -1,4 +1,5 @@
-"""Typed settings, read from ``DOCNUM_*`` environment variables in this one place (docs/reference.md#configuration).
+"""Typed settings, read from ``DOCNUM_*`` environment variables in this one place
+(docs/reference.md#configuration).
 
 With nothing set, docnum runs on an embedded default that needs no server set up: a SQLite
 database, a private Redis that ``docnum up`` starts on a unix socket (shared/embedded_redis.py) and
@@ -12,6 +13,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from docnum.shared.embedded_redis import EmbeddedRedis, embedded_redis
 
@@ -81,11 +83,30 @@ class Settings:
         """The embedded default without a Redis server binary: kombu's SQL transport."""
         return self.broker_url.startswith("sqla+")
 
-    def with_overrides(self, **changes) -> Settings:
+    def with_overrides(self, **changes: Any) -> Settings:  # any field, with that field's type
         return replace(self, **changes)
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "sentinel://", "redis+socket://")
+
+
+def create_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, readable by its owner only, unless ``path`` exists.
+
+    Written under a name of this process, then hard-linked into place: an atomic "create if
+    absent", so processes starting together agree on one content (the one linked first) and
+    none reads a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o600)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _jwt_secret(env: dict[str, str], var_dir: Path) -> str:
@@ -93,19 +114,8 @@ def _jwt_secret(env: dict[str, str], var_dir: Path) -> str:
         return env["DOCNUM_JWT_SECRET"]
     # Generated once so that `docnum token` and the API agree without any setup.
     path = var_dir / "jwt_secret"
-    if path.exists():
-        return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(secret)
-    os.chmod(tmp, 0o600)
-    try:
-        os.link(tmp, path)  # atomic "create if absent": two processes agree on one secret
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    if not path.exists():
+        create_private_file(path, secrets.token_urlsafe(48).encode("ascii"))
     return path.read_text().strip()
 
 

@@ -319,7 +319,8 @@ def fiscal_year(day: date, start_month: int) -> int:
     return _fiscal_year_of(day.year, day.month, _check_start_month(start_month))
 
 
-# Every period ``period_of`` can produce (counter keys end with one; the gaps report filters by one).
+# Every period ``period_of`` can produce (counter keys end with one; the gaps report filters by
+# one).
 PERIOD_PATTERN = r"Y\d{4}|M\d{4}-(?:0[1-9]|1[0-2])|FY\d{4}|ALL"
 
 

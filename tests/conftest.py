@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import ColumnElement, create_engine, func, select, text
+from sqlalchemy.engine import Engine, make_url
 
 from docnum.shared.auth import PERMISSIONS, mint_token
 from docnum.shared.settings import Settings, load_settings
@@ -64,8 +64,9 @@ def redis_base_url() -> str:
 
 
 @contextmanager
-def throwaway_database(server_url: str, prefix: str) -> Iterator[str]:
-    """A new, migrated MariaDB database on ``server_url``; dropped when the block ends."""
+def throwaway_database(server_url: str, prefix: str, revision: str = "head") -> Iterator[str]:
+    """A new MariaDB database on ``server_url``, migrated to ``revision``; dropped when the
+    block ends."""
     from docnum.shared.db import dispose_engines
     from docnum.shared.migrate import upgrade
 
@@ -75,7 +76,7 @@ def throwaway_database(server_url: str, prefix: str) -> Iterator[str]:
         conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     try:
-        upgrade(url)
+        upgrade(url, revision)
         yield url
     finally:
         dispose_engines(url)
@@ -363,6 +364,23 @@ def generated(client: FlaskClient, auth: Callable[..., dict], body: dict,
     response = generate(client, auth, body, **headers)
     assert response.status_code == 201, response.get_data(as_text=True)
     return response.json
+
+
+def reserve(client: FlaskClient, auth: Callable[..., dict], body: dict,
+            **headers: Any) -> dict:
+    """``POST /reserve`` of ``body`` as the user ``auth(**headers)`` names, which must
+    succeed: the reserved number with its reservation token."""
+    response = client.post(f"{BASE}/reserve?timeout=10", json=body, headers=auth(**headers))
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.json
+
+
+def count(engine: Engine, model: type, *where: ColumnElement[bool]) -> int:
+    """How many rows of ``model``'s table match ``where``."""
+    from docnum.shared.db import transaction
+
+    with transaction(engine) as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The Celery application: queues, routing and the settings that make redelivery safe.
 
-``celery -A docnum.workers.celery_app worker ...`` and ``docnum worker`` both load ``app`` from here.
+``celery -A docnum.workers.celery_app worker ...`` and ``docnum worker`` both load ``app`` from
+here.
 """
 from __future__ import annotations
 

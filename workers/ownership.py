@@ -348,14 +348,8 @@ class ShardOwnership:
     def stand_down(self, cause: str) -> None:
         """Give up every shard so that another worker adopts them (the consumer is stuck)."""
         self.stood_down = cause
-        with self._lock:
-            held, self._held = dict(self._held), {}
-        for queue, role in held.items():
-            try:
-                self._release(keys=[owner_key(queue)], args=[self._value(role)])
-            except redis.RedisError as exc:
-                log.warning("could not release %s (%s); it expires in at most %d s", queue,
-                            exc, self.ttl)
+        held = self._release_held()
+        for queue in held:
             metrics.shard_handovers.labels(queue, cause).inc()
         log.error("shard consumer made no progress for %.0f s (%s: database unreachable or a "
                   "connection stuck); stood down from %s so that another worker adopts them",
@@ -421,6 +415,11 @@ class ShardOwnership:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
+        self._release_held()
+
+    def _release_held(self) -> dict[str, str]:
+        """Forget every shard held and delete its key where it is still ours; answers the
+        shards (queue -> role) that were held. A key Redis cannot delete now expires."""
         with self._lock:
             held, self._held = dict(self._held), {}
         for queue, role in held.items():
@@ -429,6 +428,7 @@ class ShardOwnership:
             except redis.RedisError as exc:
                 log.warning("could not release %s (%s); it expires in at most %d s", queue,
                             exc, self.ttl)
+        return held
 
 
 def claim_shards(settings: Settings, queues: list[str], instance: str | None = None,

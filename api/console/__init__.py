@@ -1,5 +1,5 @@
-"""The admin console: server-rendered pages under ``/console/`` for document controllers
-(issue 8). Same services, same permission rules and same audit rows as the API.
+"""The admin console: server-rendered pages under ``/console/`` for document controllers.
+Same services, same permission rules and same audit rows as the API.
 
 This module is the plumbing — the blueprint, sign-in state, CSRF, language, error pages; the
 pages are in ``api/console/views.py`` and every word they show is in ``api/console/i18n.py``.
@@ -22,6 +22,9 @@ from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
+    Flask,
+    Request,
+    Response,
     abort,
     current_app,
     g,
@@ -32,13 +35,16 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface
+from flask.blueprints import BlueprintSetupState
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from docnum.api.console import i18n
 from docnum.shared.auth import verify_token
 from docnum.shared.errors import DocnumError
+from docnum.shared.settings import Settings
 
 bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -65,12 +71,12 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
     path is /console anyway).
     """
 
-    def open_session(self, app, request):
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         if not request.path.startswith(COOKIE_PATH):
             return self.make_null_session(app)
         return super().open_session(app, request)
 
-    def get_cookie_secure(self, app) -> bool:
+    def get_cookie_secure(self, app: Flask) -> bool:
         if request.is_secure:
             return True
         settings = app.config["DOCNUM_SETTINGS"]
@@ -79,7 +85,7 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
 
 
 @bp.record_once
-def _configure(state) -> None:
+def _configure(state: BlueprintSetupState) -> None:
     app = state.app
     settings = app.config["DOCNUM_SETTINGS"]
     if not app.config.get("SECRET_KEY"):
@@ -93,7 +99,7 @@ def _configure(state) -> None:
 
 # --------------------------------------------------------------------------- helpers
 
-def settings():
+def settings() -> Settings:
     return current_app.config["DOCNUM_SETTINGS"]
 
 
@@ -180,7 +186,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 
 
 
 @bp.after_request
-def _headers(response):
+def _headers(response: Response) -> Response:
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
@@ -264,7 +270,7 @@ def error_page(status: int, title: str, detail: str = "") -> tuple[str, int]:
 
 
 @bp.errorhandler(DocnumError)
-def _docnum_error(error: DocnumError):
+def _docnum_error(error: DocnumError) -> ResponseReturnValue:
     lang = g.get("lang", "en")
     if request.endpoint in JSON_ENDPOINTS:
         return jsonify({"error": error.code, "title": error.title(lang),
@@ -275,7 +281,7 @@ def _docnum_error(error: DocnumError):
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(error: HTTPException):
+def _http_error(error: HTTPException) -> ResponseReturnValue:
     status = error.code or 500
     if request.endpoint in JSON_ENDPOINTS:
         return jsonify({"error": status, "detail": error.description}), status
@@ -285,4 +291,11 @@ def _http_error(error: HTTPException):
     return error_page(status, title, detail)
 
 
-from docnum.api.console import views  # registers the pages on bp
+# --------------------------------------------------------------------------- mounting
+
+def register(app: Flask, url_prefix: str) -> None:
+    """Mount the console on ``app``. ``views`` declares the pages on ``bp`` when it is imported;
+    it imports this module's plumbing, so it is imported here, once the plumbing exists."""
+    from docnum.api.console import views
+
+    app.register_blueprint(views.bp, url_prefix=url_prefix)

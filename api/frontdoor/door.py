@@ -8,6 +8,7 @@ right here through the same ``serve_requests`` the workers call, marked ``fallba
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -34,7 +35,13 @@ from docnum.shared.routing import ALLOCATE_TASK, queue_for
 from docnum.shared.settings import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from docnum.api.frontdoor.request_store import RedisRequestStore, SqlRequestStore
+    from docnum.api.frontdoor.waiter import PollingWaiter
     from docnum.api.ratelimit import Admission
+    from docnum.shared.configs import ConfigView
+    from docnum.shared.refcache import Reference
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +92,15 @@ class _SessionReference:
         with transaction(self.engine) as session:
             DbReference(session).check_codes(ctx)
 
-    def resolve(self, project: str, correspondence_type: str | None):
+    def resolve(self, project: str, correspondence_type: str | None) -> ConfigView:
         with transaction(self.engine) as session:
             return DbReference(session).resolve(project, correspondence_type)
 
 
 class FrontDoor:
-    def __init__(self, settings: Settings, celery: Celery, engine: Engine, store, waiter,
-                 health: RedisHealth | None) -> None:
+    def __init__(self, settings: Settings, celery: Celery, engine: Engine,
+                 store: RedisRequestStore | SqlRequestStore,
+                 waiter: PubSubWaiter | PollingWaiter, health: RedisHealth | None) -> None:
         self.settings = settings
         self.celery = celery
         self.engine = engine
@@ -134,7 +142,7 @@ class FrontDoor:
         fingerprint = issuing.fingerprint(f"{route}:{mode}", body)
         record = Record(request_id, client, fingerprint, mode, "", iso(now) or "")
 
-        def build(reference) -> AllocationRequest:
+        def build(reference: Session | Reference) -> AllocationRequest:
             config, counter_key, day = issuing.prepare(reference, ctx, now=now,
                                                        timezone=self.settings.timezone)
             return issuing.build_request(
@@ -178,13 +186,13 @@ class FrontDoor:
             self.health.mark_up()
         return Answer(request_id, "queued", slot=slot)
 
-    def _reference(self, generation: object):  # shared.refcache.Reference
+    def _reference(self, generation: object) -> Reference:
         """The cached snapshot while the store reports a generation, else the database."""
         if generation is None:
             return _SessionReference(self.engine)
         return self.references.get(generation)
 
-    def _build_from_db(self, build) -> AllocationRequest:
+    def _build_from_db(self, build: Callable[[Session], AllocationRequest]) -> AllocationRequest:
         with transaction(self.engine) as session:
             return build(session)
 

@@ -50,8 +50,8 @@ class DatabaseProbe:
     With the reference data cached (shared/refcache.py) and Redis up, an issuing request never
     touches the database at the front door: during a database outage a ``/generate`` would
     queue, wait its whole timeout for a worker that is itself waiting for the database
-    (``DB_OUTAGE_PATIENCE_S`` in shared/allocation.py) and answer 202. The front door asks this probe
-    instead (``FrontDoor.check_database``).
+    (``DB_OUTAGE_PATIENCE_S`` in shared/allocation.py) and answer 202. The front door asks this
+    probe instead (``FrontDoor.check_database``).
 
     ``SELECT 1`` over a fresh connection (no pool: a pooled connection to a dead server is
     exactly what must not be trusted) with a 1 s connect timeout, at most once per

@@ -25,6 +25,7 @@ import uuid
 
 import redis
 from celery import Celery
+from kombu.connection import ConnectionPool
 
 from docnum.shared import redis_urls
 from docnum.shared.settings import Settings
@@ -88,10 +89,10 @@ class FastFailPublisher:
 
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
-        self._pool = None
+        self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
 
-    def _connections(self):  # kombu ConnectionPool, built lazily (after fork)
+    def _connections(self) -> ConnectionPool:  # built lazily (after fork)
         with self._lock:
             if self._pool is None:
                 connection = self.celery.connection_for_write(
@@ -105,7 +106,7 @@ class FastFailPublisher:
                                   ignore_result=True, retry=False, connection=connection)
 
 
-def make_publisher(settings: Settings, celery: Celery):
+def make_publisher(settings: Settings, celery: Celery) -> RedisTaskPublisher | FastFailPublisher:
     """One ``LPUSH`` per message on a Redis broker (``api/frontdoor/publisher.py``), else kombu."""
     if redis_urls.is_redis_url(settings.broker_url):
         client = redis_urls.redis_client(settings.broker_url,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import Connection, engine_from_config, pool
 
 from docnum.shared.models import Base
 
@@ -28,7 +28,7 @@ def run_migrations_online() -> None:
         _run(connectable)
 
 
-def _run(connection) -> None:
+def _run(connection: Connection) -> None:
     # render_as_batch lets the same migrations alter tables on SQLite.
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():

@@ -33,6 +33,8 @@ import requests
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from docnum.shared.settings import Settings
+
 DOCNUM = str(Path(sys.executable).with_name("docnum"))
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,6 +78,22 @@ def docnum_env(database_url: str, broker: str, backend: str, var_dir: Path,
            "DOCNUM_RATE_LIMIT_IP": "100000/minute"}
     env.update(extra)
     return env
+
+
+def start_worker(settings: Settings, log: Path, *args: str, **env: str) -> subprocess.Popen:
+    """``docnum worker`` for every shard of ``settings`` as a subprocess of this test, on the
+    database, broker, result backend, secret and var dir of ``settings`` (``env`` adds
+    variables, ``args`` go to its command line); its output is appended to ``log``."""
+    environment = dict(os.environ, DOCNUM_DATABASE_URL=settings.database_url,
+                       DOCNUM_BROKER_URL=settings.broker_url,
+                       DOCNUM_RESULT_BACKEND=settings.result_backend,
+                       DOCNUM_JWT_SECRET=settings.jwt_secret,
+                       DOCNUM_VAR_DIR=str(settings.var_dir),
+                       DOCNUM_QUEUE_SHARDS=str(settings.queue_shards), **env)
+    shards = ",".join(str(i) for i in range(settings.queue_shards))
+    return subprocess.Popen([sys.executable, "-m", "docnum.cli.main", "worker", "--shards", shards,
+                             "--loglevel", "warning", *args],
+                            env=environment, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 def prepare_database(database_url: str, configs: dict[str, tuple[str, str]] | None = None,

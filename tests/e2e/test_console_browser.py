@@ -8,6 +8,7 @@ set (``scripts/console_screenshots`` sets it to ``docs/console``), else to a tem
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -32,9 +33,7 @@ WAIT_S = 15
 
 
 def _missing_browser() -> str | None:
-    try:
-        import selenium
-    except ImportError:
+    if importlib.util.find_spec("selenium") is None:
         return "selenium is not installed (pip install -e '.[test]')"
     if not (shutil.which("chromium") or os.path.exists(CHROMIUM)) \
             or not os.path.exists(CHROMEDRIVER):

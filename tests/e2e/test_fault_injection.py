@@ -1,4 +1,4 @@
-"""Fault injection under load (issue 7 §2): the database stops, Redis stops, a shard queue gets a
+"""Fault injection under load: the database stops, Redis stops, a shard queue gets a
 second consumer by mistake. (A SIGKILLed shard worker: test_worker_kill.py and
 test_up_supervision.py.)
 
@@ -263,13 +263,13 @@ def test_redis_stops_under_async_load(database_url, seed, engine, tmp_path,
                 lost = [k for k in backlog if status(k).status_code == 404]
                 assert set(lost) >= queued_at_stop, "a request queued at the stop survived?"
                 # Their clients retry with the same key (twice at once, for good measure).
+                retried = [k for k in lost for _ in range(2)]
                 with ThreadPoolExecutor(16) as pool:
-                    retries = list(pool.map(lambda k: submit(k, accepted[k][0])[0],
-                                            [k for k in lost for _ in range(2)]))
+                    retries = list(pool.map(lambda k: submit(k, accepted[k][0])[0], retried))
                 assert {r.status_code for r in retries} <= {200, 202}, \
                     Counter(r.status_code for r in retries)
                 assert all(r.json()["request_id"] == accepted[k][1]
-                           for r, k in zip(retries, [k for k in lost for _ in range(2)]))
+                           for r, k in zip(retries, retried, strict=True))
                 wait_until(lambda: all(status(k).json()["status"] == "succeeded"
                                        for k in backlog), 40, "the retried backlog")
                 served_s = time.monotonic() - back

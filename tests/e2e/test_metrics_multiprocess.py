@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from docnum.shared.auth import mint_token
 from tests.conftest import ALL_PERMS, BASE, letter, make_settings, wait_for
 from tests.e2e.service import RedisServer, Service, docnum_env, free_port
-from tests.integration.test_metrics import ISSUE_METRICS
+from tests.integration.test_metrics import GUIDE_METRICS
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ def test_metrics_sum_gunicorn_and_worker_processes(database_url, seed, tmp_path)
                      message=f"{N} generations in the API's /metrics")
             families = scrape()
             names = {f.name for f in families}
-            assert not [m for m in ISSUE_METRICS if m not in names], sorted(names)
+            assert not [m for m in GUIDE_METRICS if m not in names], sorted(names)
 
             # The generations were observed in the worker process, not in gunicorn: its own
             # file alone holds them, and the API's /metrics reported them.

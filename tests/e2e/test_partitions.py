@@ -30,6 +30,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Self
 
 import pytest
 import redis as redis_lib
@@ -42,7 +44,7 @@ from docnum.shared.routing import all_shard_queues, shard_for
 from docnum.shared.settings import load_settings
 from docnum.workers.ownership import owner_key, parse_owner
 from docnum.workers.shard_queues import processing_key
-from tests.conftest import ALL_PERMS, letter
+from tests.conftest import ALL_PERMS, BASE, letter
 from tests.e2e import netns
 from tests.e2e.netns import Host
 from tests.e2e.service import (
@@ -59,7 +61,6 @@ from tests.e2e.service import (
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not MariaDBServer.available(), reason="needs mariadbd")]
 
-BASE = "/api/v1/document-numbering"
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
 SHARDS = 4   # docnum_env's DOCNUM_QUEUE_SHARDS
 RESULT_PREFIX = "celery-task-meta-"
@@ -161,24 +162,48 @@ class Client:
         return left
 
 
-class Answers:
+class Background:
+    """Daemon threads that each run ``_run(n)`` while the ``with`` block lasts; leaving it sets
+    ``_stop`` and gives each thread ``JOIN_S`` to finish."""
+
+    JOIN_S = 5.0
+
+    def __init__(self, threads: int = 1) -> None:
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True)
+                         for n in range(threads)]
+
+    def _run(self, n: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.JOIN_S)
+
+
+class Answers(Background):
     """When each request's answer first appeared in the result backend (polled every 50 ms):
     what ``GET /requests/{id}`` reports, timed more finely than polling the API could."""
 
     def __init__(self, backend: redis_lib.Redis) -> None:
+        super().__init__()
         self.backend = backend
         self.at: dict[str, float] = {}
         self.results: dict[str, dict] = {}
         self._pending: list[str] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def add(self, *request_ids: str) -> None:
         with self._lock:
             self._pending.extend(request_ids)
 
-    def _run(self) -> None:
+    def _run(self, _n: int) -> None:
         while not self._stop.wait(0.05):
             with self._lock:
                 pending = [r for r in self._pending if r not in self.at]
@@ -201,26 +226,17 @@ class Answers:
     def last(self, request_ids: list[str]) -> float:
         return max(self.at[r] for r in request_ids)
 
-    def __enter__(self) -> Answers:
-        self._thread.start()
-        return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-class Owners:
+class Owners(Background):
     """Every change of the shard ownership keys, sampled every 50 ms: (when, queue, holder,
     role), holder None when the key is absent."""
 
     def __init__(self, broker: redis_lib.Redis) -> None:
+        super().__init__()
         self.broker = broker
         self.changes: list[tuple[float, str, str | None, str | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
+    def _run(self, _n: int) -> None:
         queues = all_shard_queues(SHARDS)
         current: dict[str, tuple[str | None, str | None]] = {}
         while not self._stop.is_set():
@@ -260,26 +276,18 @@ class Owners:
                          f"{'-' if h is None else h.split(':')[1] + '|' + str(r)}"
                          for when, q, h, r in self.changes if when >= since - 1)
 
-    def __enter__(self) -> Owners:
-        self._thread.start()
-        return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-class Load:
+class Load(Background):
     """Async clients submitting without pause (each request once) until stopped."""
+
+    JOIN_S = 40.0  # a submission in flight ends within its 30 s HTTP timeout
 
     def __init__(self, client: Client, answers: Answers, threads: int = 4,
                  pause: float = 0.02) -> None:
+        super().__init__(threads)
         self.client, self.answers, self.pause = client, answers, pause
         self.accepted: list[tuple[float, str, str]] = []   # (sent, recipient, request id)
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True)
-                         for n in range(threads)]
         self.errors: list[BaseException] = []
 
     def _run(self, n: int) -> None:
@@ -301,16 +309,6 @@ class Load:
     def ids(self) -> list[str]:
         with self._lock:
             return [rid for _s, _r, rid in self.accepted]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(40)
 
 
 def _held(broker: redis_lib.Redis, shards: str) -> list[bytes]:
@@ -356,6 +354,27 @@ def _wait_answered(client: Client, answers: Answers, request_ids: list[str], tim
     assert not left, f"{len(left)} accepted requests not succeeded, e.g. {left[:3]}"
 
 
+def _two_workers(env: dict[str, str], log_dir: Path, w1: str, w2: str,
+                 host: Host | None = None) -> tuple[Service, str, str]:
+    """A service whose two workers consume ``w1`` and ``w2`` and log at info level (their
+    ownership changes); the first runs in ``host``'s network namespace when one is given.
+    Answers the service and the two workers' process names."""
+    svc = Service(env, log_dir, workers=[w1, w2])
+    n1, n2 = f"worker[{w1}]", f"worker[{w2}]"
+    if host is not None:
+        svc.processes[n1].argv[:0] = host.prefix()
+    for name in (n1, n2):
+        svc.processes[name].argv += ["--loglevel", "info"]
+    return svc, n1, n2
+
+
+def _wait_home_again(owners: Owners, shards: str, pid: int, svc: Service) -> None:
+    """Wait until the worker ``pid`` holds each of ``shards`` as its home shard again."""
+    wait_until(lambda: all(owners.holds(f"docnum.shard.{s}", pid, "home")
+                           for s in shards.split(",")), 30,
+               f"worker {pid} to hold its home shards {shards} again", on_timeout=svc.logs)
+
+
 def _log_since(log: str, marker: str) -> str:
     index = log.find(marker)
     return log[index:] if index >= 0 else log
@@ -396,11 +415,7 @@ def test_partition_from_redis_longer_than_the_ttl_while_idle_in_blmove(namespace
         with RedisServer(tmp_path / "redis", bind=host.gateway) as rds:
             env = docnum_env(url, rds.url(0), rds.url(1), tmp_path / "var",
                              DOCNUM_SHARD_OWNER_TTL=str(ttl))
-            svc = Service(env, tmp_path / "logs", workers=[w1, w2])
-            n1, n2 = f"worker[{w1}]", f"worker[{w2}]"
-            svc.processes[n1].argv[:0] = host.prefix()
-            for name in (n1, n2):
-                svc.processes[name].argv += ["--loglevel", "info"]
+            svc, n1, n2 = _two_workers(env, tmp_path / "logs", w1, w2, host)
             broker, backend = rds.client(0), rds.client(1)
             with svc, Answers(backend) as answers, Owners(broker) as owners:
                 client = Client(svc.url, env)
@@ -446,9 +461,7 @@ def test_partition_from_redis_longer_than_the_ttl_while_idle_in_blmove(namespace
                 answers.add(*after)
                 accepted = warm + first + [r for _t, r in during] + after
                 _wait_answered(client, answers, accepted, 60, svc)
-                wait_until(lambda: all(owners.holds(f"docnum.shard.{s}", pid1, "home")
-                                       for s in w1.split(",")), 30,
-                           "W1 to hold its home shards again", on_timeout=svc.logs)
+                _wait_home_again(owners, w1, pid1, svc)
                 served = _served_by(svc)
                 log1 = svc.processes[n1].log()
                 log2 = svc.processes[n2].log()
@@ -553,10 +566,7 @@ def test_sigstop_beyond_visibility_and_ttl_under_load(ledger_db, tmp_path):
         env = docnum_env(url, rds.url(0), rds.url(1), tmp_path / "var",
                          DOCNUM_SHARD_OWNER_TTL=str(ttl))
         freeze_s = int(env["DOCNUM_VISIBILITY_TIMEOUT"]) + ttl + 4.0
-        svc = Service(env, tmp_path / "logs", workers=[w1, w2])
-        n1, n2 = f"worker[{w1}]", f"worker[{w2}]"
-        for name in (n1, n2):
-            svc.processes[name].argv += ["--loglevel", "info"]
+        svc, n1, n2 = _two_workers(env, tmp_path / "logs", w1, w2)
         broker, backend = rds.client(0), rds.client(1)
         with svc, Answers(backend) as answers, Owners(broker) as owners:
             client = Client(svc.url, env)
@@ -579,9 +589,7 @@ def test_sigstop_beyond_visibility_and_ttl_under_load(ledger_db, tmp_path):
             assert not load.errors, load.errors[:3]
             accepted = load.ids()
             _wait_answered(client, answers, accepted, 60, svc)
-            wait_until(lambda: all(owners.holds(f"docnum.shard.{s}", pid1, "home")
-                                   for s in w1.split(",")), 30,
-                       "W1 to hold its home shards again", on_timeout=svc.logs)
+            _wait_home_again(owners, w1, pid1, svc)
             served = _served_by(svc)
             log1 = _log_since(svc.processes[n1].log(), "ready.")
             log2 = svc.processes[n2].log()
@@ -725,11 +733,7 @@ def test_worker_cut_from_mariadb_under_load(namespaces, ledger_db, tmp_path):
             env = docnum_env(url, rds.url(0), rds.url(1), tmp_path / "var")
             settings = load_settings(env)
             assert (settings.shard_owner_ttl, settings.shard_stall_timeout) == (30, 6)
-            svc = Service(env, tmp_path / "logs", workers=[w1, w2])
-            n1, n2 = f"worker[{w1}]", f"worker[{w2}]"
-            svc.processes[n1].argv[:0] = host.prefix()
-            for name in (n1, n2):
-                svc.processes[name].argv += ["--loglevel", "info"]
+            svc, n1, n2 = _two_workers(env, tmp_path / "logs", w1, w2, host)
             broker, backend = rds.client(0), rds.client(1)
             sync: list[tuple[float, float, int, dict]] = []   # sent, elapsed, status, body
             stop_sync = threading.Event()
@@ -778,9 +782,7 @@ def test_worker_cut_from_mariadb_under_load(namespaces, ledger_db, tmp_path):
                 accepted = load.ids() + [b["request_id"] for _s, _e, st, b in sync
                                          if st in (201, 202)]
                 _wait_answered(client, answers, accepted, 60, svc)
-                wait_until(lambda: all(owners.holds(f"docnum.shard.{s}", pid1, "home")
-                                       for s in w1.split(",")), 30,
-                           "W1 to hold its home shards again", on_timeout=svc.logs)
+                _wait_home_again(owners, w1, pid1, svc)
                 served = _served_by(svc)
                 log1 = svc.processes[n1].log()
                 log2 = svc.processes[n2].log()

@@ -14,11 +14,11 @@ one success audit row per request. The measured pauses are printed (``-s``).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from sqlalchemy import select
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, IssuedNumber
 from tests.conftest import BASE, letter, make_settings, wait_for
+from tests.e2e.service import start_worker
 
 MASTER = "docnum-test"
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
@@ -130,7 +131,8 @@ def _sentinel_ready(sentinel: redis.Redis) -> bool:
         state = sentinel.execute_command("SENTINEL", "MASTER", MASTER)
     except redis.RedisError:
         return False
-    info = dict(zip(state[::2], state[1::2])) if isinstance(state, list) else state
+    # RESP2 answers a flat list of field, value pairs.
+    info = dict(zip(state[::2], state[1::2], strict=True)) if isinstance(state, list) else state
     return int(info["num-slaves"]) >= 1 and int(info["num-other-sentinels"]) >= 2
 
 
@@ -197,16 +199,9 @@ def _fallback_of(engine, request_id: str) -> str | None:
 
 
 def _start_worker(settings, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, DOCNUM_DATABASE_URL=settings.database_url,
-               DOCNUM_BROKER_URL=settings.broker_url, DOCNUM_RESULT_BACKEND=settings.result_backend,
-               DOCNUM_REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
-               DOCNUM_JWT_SECRET=settings.jwt_secret, DOCNUM_VAR_DIR=str(settings.var_dir),
-               DOCNUM_QUEUE_SHARDS=str(settings.queue_shards),
-               DOCNUM_VISIBILITY_TIMEOUT=str(settings.visibility_timeout))
-    shards = ",".join(str(i) for i in range(settings.queue_shards))
-    return subprocess.Popen([sys.executable, "-m", "docnum.cli.main", "worker", "--shards", shards,
-                             "--loglevel", "warning"],
-                            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return start_worker(settings, log,
+                        DOCNUM_REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
+                        DOCNUM_VISIBILITY_TIMEOUT=str(settings.visibility_timeout))
 
 
 def test_sentinel_failover_loses_nothing(database_url, tmp_path, seed, engine,
@@ -322,8 +317,7 @@ def test_sentinel_failover_loses_nothing(database_url, tmp_path, seed, engine,
         "one success audit row per request"
 
     db_only = sum(1 for a in audits if a.fallback_used == "DB_ONLY")
-    gaps = [b - a for a, b in zip(client.served_at, client.served_at[1:])
-            if a >= killed_at - 1]
+    gaps = [b - a for a, b in itertools.pairwise(client.served_at) if a >= killed_at - 1]
     resubmitted = [s for s in client.submissions if s.resubmitted]
     print(f"\nSentinel failover: replica promoted {promoted_at - killed_at:.1f} s after SIGKILL "
           f"of the primary (down-after {DOWN_AFTER_MS} ms); queue mode again after "

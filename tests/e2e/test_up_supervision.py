@@ -1,4 +1,4 @@
-"""``docnum up`` supervises its children (issue 7 §1).
+"""``docnum up`` supervises its children.
 
 1. SIGKILL the shard worker while it serves a burst of async requests, then SIGKILL the API's
    gunicorn master: ``docnum up`` restarts each (same shard-ownership slot, so the replacement

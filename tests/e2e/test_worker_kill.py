@@ -12,10 +12,8 @@ into "return the number already issued".
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ from sqlalchemy import func, select
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, IssuedNumber
 from tests.conftest import BASE, letter, make_settings, wait_for
+from tests.e2e.service import start_worker
 
 REQUESTS = 600
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
@@ -63,16 +62,9 @@ def _processing(client, shards: int) -> list[bytes]:
 
 
 def _start_worker(settings, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, DOCNUM_DATABASE_URL=settings.database_url,
-               DOCNUM_BROKER_URL=settings.broker_url, DOCNUM_RESULT_BACKEND=settings.result_backend,
-               DOCNUM_JWT_SECRET=settings.jwt_secret, DOCNUM_VAR_DIR=str(settings.var_dir),
-               DOCNUM_QUEUE_SHARDS=str(settings.queue_shards))
-    shards = ",".join(str(i) for i in range(settings.queue_shards))
     # The same owner slot as a supervisor restart uses: the replacement may take over the
     # dead worker's shard ownership at once (workers/ownership.py).
-    return subprocess.Popen([sys.executable, "-m", "docnum.cli.main", "worker", "--shards", shards,
-                             "--loglevel", "warning", "--owner-instance", "kill-test"],
-                            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return start_worker(settings, log, "--owner-instance", "kill-test")
 
 
 def test_sigkilled_worker_loses_nothing(database_url, fresh_redis_dbs, tmp_path, seed, engine,

@@ -10,21 +10,16 @@ import time
 from datetime import datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, Counter, IssuedNumber, ResetRequest
-from tests.conftest import BASE, generate, letter
+from tests.conftest import BASE, count, generate, letter
 
 LETTER_KEY_ผรม = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=ผรม.1|Y2025"
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 COLUMNS = ["document_number", "project", "correspondence_type", "originator", "recipient",
            "sub_type", "rfa_type", "discipline", "document_date", "state"]
-
-
-def count(engine, model, *where) -> int:
-    with transaction(engine) as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
 def last_sequence(engine, key: str) -> int | None:
@@ -43,7 +38,7 @@ def audits(engine, operation: str, success: bool | None = None) -> list[AuditRow
 # --------------------------------------------------------------------------- manual override
 
 def override(client, auth, number, reason="legacy letter from the paper register",
-             headers=None, **context):
+             headers=None, **context: str | None):
     body = dict(letter(recipient="ผรม.1", document_date="2025-03-01"), **context)
     body = {k: v for k, v in body.items() if v is not None}
     body.update(document_number=number, reason=reason)
@@ -360,7 +355,7 @@ def test_import_10000_rows(client, auth, seed, engine, capsys):
 
 # --------------------------------------------------------------------------- counter reset
 
-def root(auth, sub: str, **extra):
+def root(auth, sub: str, **extra: str):
     return auth(sub, perms=[], roles=["SUPER_ADMIN"], **extra)
 
 

@@ -14,7 +14,7 @@ def _bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}", "Idempotency-Key": "k-1"}
 
 
-def _claims(**overrides) -> dict:
+def _claims(**overrides: object) -> dict:
     now = int(time.time())
     claims = {"sub": "mallory", "perms": ["correspondence.create", "correspondence.read"],
               "roles": [], "iat": now, "exp": now + 600}

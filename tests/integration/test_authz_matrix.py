@@ -1,10 +1,10 @@
-"""Authorization matrix (issue 7 §4): every route × every kind of credential → expected class.
+"""Authorization matrix: every route × every kind of credential → expected class.
 
 ``ROUTES`` has one row per route of the OpenAPI document: the permission (or role) it needs and
 how to call it. ``test_every_route_has_a_row`` fails when a route is added to the document or
 to the Flask app without a row here, so a new route cannot ship unchecked. The console
-(``/console/...``) is issue 8's and has its own session-based authentication: excluded on
-purpose, see ``EXCLUDED_PREFIXES``.
+(``/console/...``) has its own session-based authentication (tests/integration/test_console.py):
+excluded on purpose, see ``EXCLUDED_PREFIXES``.
 
 Credentials: no token, a tampered signature, an expired token, ``alg: none``, a wrong or
 missing issuer (on an app built with ``DOCNUM_JWT_ISSUER``), each single permission, no
@@ -30,7 +30,7 @@ from tests.conftest import BASE, JWT_SECRET, letter, wait_for
 
 SUB = "matrix"
 # Routes that are not part of the API document and have their own authentication.
-EXCLUDED_PREFIXES = ("/console",)  # issue 8: the admin console (session cookie + CSRF)
+EXCLUDED_PREFIXES = ("/console",)  # the admin console (session cookie + CSRF)
 PUBLIC = "public"
 
 
@@ -42,7 +42,7 @@ class Row:
         default=lambda fx: ("", {}))
 
 
-def _json(body: dict, **extra) -> dict:
+def _json(body: dict, **extra: object) -> dict:
     return {"json": body, **extra}
 
 
@@ -149,7 +149,7 @@ ROUTES: dict[tuple[str, str], Row] = {
 
 # ------------------------------------------------------------------------- credentials
 
-def _claims(**overrides) -> dict:
+def _claims(**overrides: object) -> dict:
     now = int(time.time())
     claims = {"sub": SUB, "perms": list(PERMISSIONS), "roles": [SUPER_ADMIN], "iat": now,
               "exp": now + 600}

@@ -1,21 +1,21 @@
-"""Migration 0002 on a database with history: the rows written before hash chains get their
-chains, verification holds, and the first checkpoint says the chains were computed later."""
+"""The hash-chain migration (0003) on a database with history: the rows written before hash
+chains get their chains, verification holds, and the first checkpoint says the chains were
+computed later."""
 from __future__ import annotations
 
-import secrets
 from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from docnum.shared import checkpoints
 from docnum.shared.clock import SystemClock
 from docnum.shared.db import dispose_engines, get_engine
 from docnum.shared.migrate import downgrade, upgrade
 from docnum.shared.verify import verify
+from tests.conftest import throwaway_database
 
 KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 T = datetime(2025, 6, 15, 2, 30, 0, 123456)
@@ -29,19 +29,8 @@ def database_at_0001(server_db_url: str, backend: str, tmp_path):
         yield url
         dispose_engines(url)
         return
-    name = f"docnum_mig_{secrets.token_hex(4)}"
-    admin = create_engine(server_db_url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    url = make_url(server_db_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url, "0001")
+    with throwaway_database(server_db_url, "docnum_mig", revision="0001") as url:
         yield url
-    finally:
-        dispose_engines(url)
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
 
 
 LEDGER = ("INSERT INTO document_numbers (document_number, project, counter_key, sequence, state,"

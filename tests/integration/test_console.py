@@ -1,4 +1,4 @@
-"""The admin console (issue 8) through Flask's test client: sign-in, CSRF, permissions, and each
+"""The admin console through Flask's test client: sign-in, CSRF, permissions, and each
 page doing its work through the same services (and audit rows) as the API.
 
 Real MariaDB, real Redis, the real Celery worker (in a thread) and the Flask app.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -22,7 +23,7 @@ from docnum.shared.models import (
     NumberingConfig,
     ResetRequest,
 )
-from tests.conftest import BASE, generated, letter
+from tests.conftest import BASE, count, generated, letter
 
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 ADMIN_PERMS = ["correspondence.read", "correspondence.create", "system.manage_settings",
@@ -53,7 +54,7 @@ def console_client(app, token, sub: str = "admin1", perms=None, roles=None):
     return client
 
 
-def post(client, path: str, data: dict | None = None, **kwargs):
+def post(client, path: str, data: dict | None = None, **kwargs: Any):
     body = dict(data or {})
     body.setdefault("csrf_token", csrf(client))
     return client.post(path, data=body, **kwargs)
@@ -61,11 +62,6 @@ def post(client, path: str, data: dict | None = None, **kwargs):
 
 def text(response) -> str:
     return response.get_data(as_text=True)
-
-
-def count(engine, model, *where) -> int:
-    with transaction(engine) as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
 def audits(engine, operation: str) -> list[AuditRow]:

@@ -10,9 +10,8 @@ import json
 from flask import Response
 
 from docnum.shared.errors import CATALOG, ProblemCode
+from tests.conftest import BASE
 from tests.contract_check import ContractCheck
-
-BASE = "/api/v1/document-numbering"
 
 
 def _operations(document: dict) -> list[tuple[str, str, dict]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import NoReturn
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -249,7 +250,7 @@ def test_a_retry_queues_again_a_request_the_worker_gave_up_on(client, auth, seed
 
     seed()
 
-    def database_down(*_args, **_kwargs):
+    def database_down(*_args: object, **_kwargs: object) -> NoReturn:
         raise service_busy()
 
     keys = {"result kept": "gave-up-1", "result lost": "gave-up-2"}

@@ -56,7 +56,7 @@ def test_several_keys_one_transaction_each_counter_contiguous(alloc_engine, engi
         assert [o.ok for o in outcomes] == [True] * len(groups[key])
         sequences = [o.number["sequence"] for o in outcomes]
         assert sequences[:3] == [1, 2, 3], (key, sequences)
-        for request, outcome in zip(groups[key], outcomes):
+        for request, outcome in zip(groups[key], outcomes, strict=True):
             numbers.setdefault(request.request_id, set()).add(outcome.number["document_number"])
     assert all(len(texts) == 1 for texts in numbers.values())  # the twice-delivered one too
     with transaction(engine) as session:
@@ -81,7 +81,7 @@ def test_several_keys_one_transaction_each_counter_contiguous(alloc_engine, engi
             Counter.counter_key.in_(list(groups)))).all()) == lasts
 
 
-def test_collision_between_keys_of_one_batch_is_refused_without_consuming(alloc_engine, 
+def test_collision_between_keys_of_one_batch_is_refused_without_consuming(alloc_engine,
         engine, settings, seed):
     # MEMO's template fixes the originator: its counter differs from LETTER's, its first number
     # does not.
@@ -102,7 +102,7 @@ def test_collision_between_keys_of_one_batch_is_refused_without_consuming(alloc_
     assert sorted(lasts.values()) == [0, 1]  # the refused request consumed nothing
 
 
-def test_number_taken_earlier_is_refused_after_the_optimistic_insert_fails(alloc_engine, 
+def test_number_taken_earlier_is_refused_after_the_optimistic_insert_fails(alloc_engine,
         engine, settings, seed):
     # The first attempt skips the look-ups; the ledger's unique number per project stops the
     # insert, and the careful second attempt refuses just that request.

@@ -1,4 +1,4 @@
-"""Hostile input (issue 7 §5): every malformed or malicious request is a clear 4xx
+"""Hostile input: every malformed or malicious request is a clear 4xx
 problem+json, writes nothing (every table and the request store counted before and after) and
 logs nothing that leaks a token or the JWT secret.
 
@@ -97,23 +97,27 @@ def hostile(app, client, seed, engine, settings, token, caplog):
                     "SELECT actor, user_agent, `after` FROM audit_log")))
 
         def refused(self, response, status: int | tuple[int, ...] | None = None,
-                    code: str | None = None, field: str | None = None) -> dict:
-            """A clear 4xx problem+json (optionally this status, code and field)."""
+                    code: str | None = None, field: str | None = None, *,
+                    case: str = "") -> dict:
+            """A clear 4xx problem+json (optionally this status, code and field); ``case``
+            names the hostile input in a failure's message."""
             body_text = response.get_data(as_text=True)
             self.bodies.append(body_text)
-            assert 400 <= response.status_code < 500, (response.status_code, body_text[:500])
+            assert 400 <= response.status_code < 500, \
+                (case, response.status_code, body_text[:500])
             if status is not None:
                 wanted = status if isinstance(status, tuple) else (status,)
-                assert response.status_code in wanted, (response.status_code, body_text[:500])
-            assert response.headers["Content-Type"].startswith("application/problem+json")
+                assert response.status_code in wanted, \
+                    (case, response.status_code, body_text[:500])
+            assert response.headers["Content-Type"].startswith("application/problem+json"), case
             problem = json.loads(body_text)
-            assert {"type", "title", "status", "code"} <= set(problem)
-            assert problem["status"] == response.status_code
+            assert {"type", "title", "status", "code"} <= set(problem), case
+            assert problem["status"] == response.status_code, case
             if code is not None:
-                assert problem["code"] == code, problem
+                assert problem["code"] == code, (case, problem)
             if field is not None:
                 assert field in {e["field"] for e in problem.get("errors", [])} or \
-                    problem["detail"].startswith(field), problem
+                    problem["detail"].startswith(field), (case, problem)
             return problem
 
     h = Hostile()
@@ -138,7 +142,7 @@ def test_codes_with_invisible_or_bidi_characters(hostile):
             body = {**letter(), field: spoofed}
             response = hostile.client.post(f"{BASE}/generate", json=body,
                                            headers=hostile.headers())
-            hostile.refused(response, 422, "VALIDATION_FAILED", field)
+            hostile.refused(response, 422, "VALIDATION_FAILED", field, case=name)
     for name, char in INVISIBLE.items():  # nor can such a code enter the catalog
         response = hostile.client.put(f"{BASE}/catalog/organization/{quote('คค' + char + 'ง.')}",
                                       json={"name": name}, headers=hostile.headers())
@@ -273,7 +277,7 @@ def test_non_utf8_bodies_and_unpaired_surrogates(hostile):
             response = hostile.client.post(f"{BASE}{route}", data=body,
                                            headers=hostile.headers(),
                                            content_type="application/json")
-            hostile.refused(response, 400, "BAD_REQUEST")
+            hostile.refused(response, 400, "BAD_REQUEST", case=f"{name} to {route}")
     for route, body in SURROGATE_BODIES.items():
         response = hostile.client.post(f"{BASE}{route}", data=body, headers=hostile.headers(),
                                        content_type="application/json")

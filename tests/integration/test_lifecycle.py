@@ -20,13 +20,7 @@ from docnum.shared.clock import FixedClock, SystemClock
 from docnum.shared.db import transaction
 from docnum.shared.errors import DocnumError
 from docnum.shared.models import AuditRow, IssuedNumber
-from tests.conftest import BASE, generate, letter, wait_for
-
-
-def reserve(client, auth, body, **headers):
-    response = client.post(f"{BASE}/reserve?timeout=10", json=body, headers=auth(**headers))
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return response.json
+from tests.conftest import BASE, generate, letter, reserve, wait_for
 
 
 def reserve_direct(engine, settings, *, body=None, ttl=300, clock=None) -> dict:
@@ -216,44 +210,51 @@ def test_sweeper_leaves_confirmed_and_fresh_reservations_alone(seed, engine, set
                               .where(AuditRow.operation == "EXPIRE")) == 3
 
 
+def race_once(engine, settings) -> tuple[str, dict[str, object]]:
+    """One reservation hit at once by two confirms, two cancels and the sweeper: its number
+    and what each call answered (its result, or the code of its refusal)."""
+    now = SystemClock().now()
+    reserved = reserve_direct(engine, settings, ttl=300)
+    token = reserved["reservation"]["token"]
+    before_expiry = FixedClock(now + timedelta(seconds=5))
+    after_expiry = FixedClock(now + timedelta(seconds=400))
+    barrier = threading.Barrier(5)
+    results: dict[str, object] = {}
+
+    def run(name: str, call) -> None:
+        barrier.wait()
+        try:
+            results[name] = call()
+        except DocnumError as exc:
+            results[name] = exc.code
+
+    calls = {
+        "confirm1": lambda: lifecycle.confirm(engine, token, None, Actor("u1"),
+                                              before_expiry)["state"],
+        "confirm2": lambda: lifecycle.confirm(engine, token, None, Actor("u2"),
+                                              before_expiry)["state"],
+        "cancel1": lambda: lifecycle.cancel(engine, token, "race", Actor("u3"),
+                                            before_expiry)["state"],
+        "cancel2": lambda: lifecycle.cancel(engine, token, "race", Actor("u4"),
+                                            before_expiry)["state"],
+        "expire": lambda: lifecycle.expire_overdue(engine, after_expiry)["expired"],
+    }
+    threads = [threading.Thread(target=run, args=(n, c)) for n, c in calls.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return reserved["document_number"], results
+
+
 def test_confirm_cancel_expire_racing_leave_one_final_state(seed, engine, settings):
     """Two confirms, two cancels and the sweeper hit one reservation at once, 12 times over."""
     seed()
     winners = []
     for _ in range(12):
-        now = SystemClock().now()
-        reserved = reserve_direct(engine, settings, ttl=300)
-        token = reserved["reservation"]["token"]
-        before_expiry = FixedClock(now + timedelta(seconds=5))
-        after_expiry = FixedClock(now + timedelta(seconds=400))
-        barrier = threading.Barrier(5)
-        results: dict[str, object] = {}
-
-        def run(name: str, call) -> None:
-            barrier.wait()
-            try:
-                results[name] = call()
-            except DocnumError as exc:
-                results[name] = exc.code
-
-        calls = {
-            "confirm1": lambda: lifecycle.confirm(engine, token, None, Actor("u1"),
-                                                  before_expiry)["state"],
-            "confirm2": lambda: lifecycle.confirm(engine, token, None, Actor("u2"),
-                                                  before_expiry)["state"],
-            "cancel1": lambda: lifecycle.cancel(engine, token, "race", Actor("u3"),
-                                                before_expiry)["state"],
-            "cancel2": lambda: lifecycle.cancel(engine, token, "race", Actor("u4"),
-                                                before_expiry)["state"],
-            "expire": lambda: lifecycle.expire_overdue(engine, after_expiry)["expired"],
-        }
-        threads = [threading.Thread(target=run, args=(n, c)) for n, c in calls.items()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        final = ledger_row(engine, reserved["document_number"]).state
-        transitions = [a.operation for a in audit_rows(engine, reserved["document_number"])
+        number, results = race_once(engine, settings)
+        final = ledger_row(engine, number).state
+        transitions = [a.operation for a in audit_rows(engine, number)
                        if a.operation != "RESERVE"]
         winners.append(final)
         assert final in ("CONFIRMED", "CANCELLED", "EXPIRED")

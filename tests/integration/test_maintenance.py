@@ -235,7 +235,8 @@ def test_beat_schedule_routes_everything_to_the_maintenance_queue(celery_session
         assert entry["task"] in celery_session_app.tasks, name
         assert 0 < entry["options"]["expires"] <= beat.JOBS[name].lease_s
     every = entries["expire_reservations"]["schedule"]
-    seconds = every if isinstance(every, (int, float)) else interval(every).run_every.total_seconds()
+    seconds = (every if isinstance(every, (int, float))
+               else interval(every).run_every.total_seconds())
     assert seconds <= 30
     assert celery_session_app.conf.beat_schedule == entries
     # The crontab jobs run at night, weekly for OPTIMIZE.

@@ -21,8 +21,9 @@ from docnum.shared.db import make_engine, transaction
 from docnum.shared.models import Counter
 from tests.conftest import BASE, letter, wait_for
 
-#: Every metric the issue names (Prometheus family names: counters without ``_total``).
-ISSUE_METRICS = (
+#: Every metric the operations guide names (docs/operations.md#2-metrics; Prometheus family
+#: names: counters without ``_total``).
+GUIDE_METRICS = (
     "docnum_lock_acquisition_duration_ms", "docnum_lock_acquisition_failures",
     "docnum_lock_acquisition", "docnum_generation_duration_ms", "docnum_retry_count",
     "docnum_redis_connection_status", "docnum_db_connection_pool_usage", "docnum_queue_depth",
@@ -58,7 +59,7 @@ def test_metrics_lists_every_metric_after_issuing(client, auth, seed):
     wait_for(lambda: generations() - count_before >= 3, timeout=10,
              message="the three generations in /metrics")
     families = scrape(client)
-    missing = [name for name in ISSUE_METRICS if name not in families]
+    missing = [name for name in GUIDE_METRICS if name not in families]
     assert not missing, missing
     assert samples(families["docnum_generation_duration_ms"], status="success")
     assert samples(families["docnum_lock_acquisition"], "docnum_lock_acquisition_total",

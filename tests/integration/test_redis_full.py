@@ -5,16 +5,19 @@ DB-only path, and the memory gauge warned before. A PRIVATE redis-server with a 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from docnum.api.app import create_app
 from docnum.shared import metrics
-from tests.conftest import letter, make_settings
+from docnum.shared.settings import Settings
+from tests.conftest import BASE, letter, make_settings
 from tests.e2e.service import RedisServer
-from tests.integration.test_failures import BASE, fallback_of, headers
+from tests.integration.test_failures import fallback_of, headers
 
 FILLER_DB = 2
 
@@ -56,12 +59,18 @@ def tiny_redis(tmp_path):
     server.stop()
 
 
+def app_on(tiny_redis: RedisServer, database_url: str,
+           var_dir: Path) -> tuple[Settings, FlaskClient]:
+    """Settings whose broker and result backend are DBs 0 and 1 of ``tiny_redis``, and a test
+    client of an app built on them."""
+    settings = make_settings(database_url, tiny_redis.url(0), tiny_redis.url(1), var_dir)
+    return settings, create_app(settings).test_client()
+
+
 def test_a_full_redis_is_degraded_counted_and_served_around(database_url, seed, engine,
                                                             tmp_path, tiny_redis):
     seed()
-    settings = make_settings(database_url, tiny_redis.url(0), tiny_redis.url(1),
-                             tmp_path / "var")
-    client = create_app(settings).test_client()
+    settings, client = app_on(tiny_redis, database_url, tmp_path / "var")
 
     assert client.get("/readyz").json["mode"] == "queue"
     before = scrape(client)
@@ -101,9 +110,7 @@ def test_a_request_that_meets_a_full_redis_is_counted_as_oom(database_url, seed,
                                                              tmp_path, tiny_redis):
     """No readiness probe in between: the request itself finds Redis full."""
     seed()
-    settings = make_settings(database_url, tiny_redis.url(0), tiny_redis.url(1),
-                             tmp_path / "var")
-    client = create_app(settings).test_client()
+    settings, client = app_on(tiny_redis, database_url, tmp_path / "var")
     fill(tiny_redis.url(FILLER_DB))
     ooms = metrics.redis_errors.labels("oom")._value.get()
     issued = client.post(f"{BASE}/generate?timeout=5", json=letter(),

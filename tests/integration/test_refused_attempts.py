@@ -7,9 +7,8 @@ from sqlalchemy import select
 from docnum.shared.auth import SUPER_ADMIN
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow
-from tests.conftest import generated, letter
+from tests.conftest import BASE, generated, letter
 
-BASE = "/api/v1/document-numbering"
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 
 

@@ -1,5 +1,5 @@
 """The read side: GET /audit (archive included), GET /counters, GET /reports/gaps, and the
-config history acceptance of issue 3.
+config history (a change needs a reason and never touches issued numbers).
 """
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ from sqlalchemy import delete, insert, select, update
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditArchiveRow, AuditRow, IssuedNumber
-from tests.conftest import BASE, generated, letter
+from tests.conftest import BASE, generated, letter, reserve
 
 LETTER_KEY = "LCBP3|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
 RFI_KEY = "LCBP3|CORR_TYPE=RFI|ORIGINATOR=คคง.|RECIPIENT=สคฉ.3|Y2025"
-
-
-def reserve(client, auth, body):
-    response = client.post(f"{BASE}/reserve?timeout=10", json=body, headers=auth())
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return response.json
 
 
 def pages(client, url: str, headers: dict) -> list[list[dict]]:
@@ -78,8 +72,8 @@ def test_audit_filters_and_pages_through_live_and_archive(client, auth, seed, en
     early = client.get(f"{BASE}/audit?to={(old + timedelta(days=1)).date()}",
                        headers=viewer).json["items"]
     assert {r["id"] for r in early} == set(ids[:2])
-    iso_window = client.get(f"{BASE}/audit?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00%2B07:00",
-                            headers=viewer).json["items"]
+    iso_window = client.get(f"{BASE}/audit?from=2000-01-01T00:00:00Z"
+                            "&to=2000-01-02T00:00:00%2B07:00", headers=viewer).json["items"]
     assert iso_window == []
 
     bad = client.get(f"{BASE}/audit?operation=DELETE", headers=viewer)

@@ -1,4 +1,4 @@
-"""Schema fuzzing (issue 7 §3): schemathesis against the live OpenAPI document.
+"""Schema fuzzing: schemathesis against the live OpenAPI document.
 
 Every operation of ``/api/v1/document-numbering/openapi.json`` is called in-process (WSGI) with
 generated inputs, valid and invalid (schemathesis's examples, coverage and fuzzing phases,
@@ -8,7 +8,7 @@ for its status: the document must tell the truth). Bounded: ``MAX_EXAMPLES`` fuz
 operation and mode, and a time budget for the whole run.
 
 schemathesis 4's pytest integration (``schema.parametrize``/``from_fixture``) writes pytest's
-private ``Function._nodeid``, which pytest 9 no longer has; the same per-operation Hypothesis
+private ``Function._nodeid``, which pytest 9 does not have; the same per-operation Hypothesis
 tests are built with ``schemathesis.pytest.lazy.get_all_tests`` and run here one by one, so
 that every operation's failure is reported, not only the first.
 """

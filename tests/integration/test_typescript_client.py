@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CATALOG
+from tests.conftest import BASE, CATALOG
 
-BASE = "/api/v1/document-numbering"
 PACKAGE = Path(__file__).resolve().parents[1] / "typescript"
 
 

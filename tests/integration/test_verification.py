@@ -14,9 +14,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, text
 
-from docnum.shared import bulk_import, chain, checkpoints, lifecycle, maintenance, merkle, proofs
+from docnum.shared import (
+    bulk_import,
+    chain,
+    checkpoints,
+    lifecycle,
+    maintenance,
+    merkle,
+    proofs,
+    resets,
+)
 from docnum.shared import override as overrides
-from docnum.shared import resets
 from docnum.shared.allocation import allocate_many, record_failures
 from docnum.shared.audit import Actor, write_audit
 from docnum.shared.clock import FixedClock, SystemClock
@@ -26,7 +34,7 @@ from docnum.shared.errors import DocnumError
 from docnum.shared.issuing import build_request, parse_context, prepare
 from docnum.shared.models import AuditRow, Checkpoint, CheckpointLeaf, IssuedNumber
 from docnum.shared.verify import verify
-from tests.conftest import letter
+from tests.conftest import BASE, letter
 
 CLOCK = SystemClock()
 ALICE = Actor("alice", "127.0.0.1", "pytest", "req-1")
@@ -59,6 +67,13 @@ def sql(engine, statement: str, **params: object) -> None:
 
 def findings(engine, key) -> list:
     return verify(engine, key.public_key()).findings
+
+
+def assert_named(engine, key, numbers: set[str], kind: str) -> None:
+    """Verification names exactly ``numbers``, every finding of the kind ``kind``."""
+    found = findings(engine, key)
+    assert found and {f.document_number for f in found} == numbers, found
+    assert {f.kind for f in found} == {kind}, found
 
 
 def checkpoint(engine, key) -> dict:
@@ -177,9 +192,7 @@ def test_update_of_issued_at_is_named(engine, settings, seed, key):
     target = numbers[2]["document_number"]
     sql(engine, "UPDATE document_numbers SET issued_at = issued_at - INTERVAL 3 DAY "
                 "WHERE document_number = :n", n=target)
-    found = findings(engine, key)
-    assert found and {f.document_number for f in found} == {target}
-    assert {f.kind for f in found} == {"edited"}
+    assert_named(engine, key, {target}, "edited")
 
 
 def test_deleted_voided_number_is_named(engine, settings, seed, key):
@@ -210,9 +223,7 @@ def test_inserted_back_dated_row_is_named(engine, settings, seed, key):
         n=forged, rid=str(uuid.uuid4()), src=numbers[2]["document_number"])
     sql(engine, "UPDATE counters SET last_sequence = 4 WHERE counter_key = :k",
         k=numbers[2]["counter_key"])
-    found = findings(engine, key)
-    assert found and {f.document_number for f in found} == {forged}
-    assert {f.kind for f in found} == {"inserted"}
+    assert_named(engine, key, {forged}, "inserted")
 
 
 def test_inserted_row_with_a_computed_hash_is_still_named(engine, settings, seed, key):
@@ -232,9 +243,7 @@ def test_inserted_row_with_a_computed_hash_is_still_named(engine, settings, seed
         session.execute(text("UPDATE counters SET last_sequence = 3, ledger_length = 3, "
                              "ledger_head = :h WHERE counter_key = :k"),
                         {"h": values["row_hash"], "k": row.counter_key})
-    found = findings(engine, key)
-    assert found and {f.document_number for f in found} == {forged}
-    assert {f.kind for f in found} == {"inserted"}
+    assert_named(engine, key, {forged}, "inserted")
 
 
 def test_swapped_sequences_are_named(engine, settings, seed, key):
@@ -245,9 +254,7 @@ def test_swapped_sequences_are_named(engine, settings, seed, key):
                 "(:a, :b)", a=a, b=b)
     sql(engine, "UPDATE document_numbers SET sequence = CASE document_number WHEN :a THEN 3 "
                 "ELSE 2 END WHERE document_number IN (:a, :b)", a=a, b=b)
-    found = findings(engine, key)
-    assert {f.document_number for f in found} == {a, b}
-    assert {f.kind for f in found} == {"edited"}
+    assert_named(engine, key, {a, b}, "edited")
 
 
 def test_deleted_last_row_with_the_counter_rolled_back_is_named(engine, settings, seed, key):
@@ -511,9 +518,6 @@ def test_checkpoint_beat_task_runs_under_its_lease(settings, engine, seed, key, 
 
 
 # ------------------------------------------------------------------------ HTTP API
-
-BASE = "/api/v1/document-numbering"
-
 
 def test_answers_carry_row_hash_and_the_proof_route_serves_receipts(app, client, auth, seed,
                                                                     engine, settings):
