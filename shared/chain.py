@@ -196,6 +196,6 @@ def chain_name(kind: str, counter_key: str | None) -> str:
     return f"{kind} chain of {counter_key}" if counter_key else f"{kind} chain without a counter"
 
 
-__all__ = ["AUDIT", "AUDIT_FIELDS", "GENESIS", "HEAD_COLUMNS", "KINDS", "LEDGER", "LEDGER_FIELDS", "Head",
-           "audit_encoding", "canonical", "chain_name", "head_columns", "leaf_encoding",
+__all__ = ["AUDIT", "AUDIT_FIELDS", "GENESIS", "HEAD_COLUMNS", "KINDS", "LEDGER",
+           "LEDGER_FIELDS", "Head", "audit_encoding", "canonical", "chain_name", "head_columns", "leaf_encoding",
            "ledger_encoding", "link", "stamp", "stamp_batch", "timestamp"]
