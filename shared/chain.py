@@ -197,5 +197,5 @@ def chain_name(kind: str, counter_key: str | None) -> str:
 
 
 __all__ = ["AUDIT", "AUDIT_FIELDS", "GENESIS", "HEAD_COLUMNS", "KINDS", "LEDGER",
-           "LEDGER_FIELDS", "Head", "audit_encoding", "canonical", "chain_name", "head_columns", "leaf_encoding",
-           "ledger_encoding", "link", "stamp", "stamp_batch", "timestamp"]
+           "LEDGER_FIELDS", "Head", "audit_encoding", "canonical", "chain_name", "head_columns",
+           "leaf_encoding", "ledger_encoding", "link", "stamp", "stamp_batch", "timestamp"]
