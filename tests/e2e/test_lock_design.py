@@ -21,7 +21,7 @@ import redis as redis_lib
 import requests
 
 from docnum.cli.loadtest import TARGETS, key_bodies, verify_run
-from tests.conftest import JWT_SECRET, claim_redis_dbs, release_redis_dbs
+from tests.conftest import JWT_SECRET, claim_redis_dbs, release_redis_dbs, throwaway_database
 from tests.e2e.service import REPO, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,15 @@ GENERATE = "/api/v1/document-numbering/generate"
 
 
 @pytest.fixture(scope="module")
-def lock_service(database_url: str, redis_base_url: str,
+def lock_database_url(server_db_url: str) -> Iterator[str]:
+    """A database of its own: the lock design's tables are not the models' (the migrations
+    test compares the session database with the models)."""
+    with throwaway_database(server_db_url, "docnum_lock") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def lock_service(lock_database_url: str, redis_base_url: str,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """The app under gunicorn (2 processes x 4 threads); yields its URL and its Redis URL."""
     [lock_redis] = claim_redis_dbs(redis_base_url, 1)
@@ -39,7 +47,7 @@ def lock_service(database_url: str, redis_base_url: str,
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DOCNUM_", "PROMETHEUS_", "LOCK_DESIGN_"))}
-    env.update(DOCNUM_DATABASE_URL=database_url, DOCNUM_JWT_SECRET=JWT_SECRET,
+    env.update(DOCNUM_DATABASE_URL=lock_database_url, DOCNUM_JWT_SECRET=JWT_SECRET,
                DOCNUM_HOST="127.0.0.1", DOCNUM_PORT=str(port), DOCNUM_VAR_DIR=str(workdir),
                DOCNUM_API_WORKERS="2", DOCNUM_API_THREADS="4", LOCK_DESIGN_REDIS_URL=lock_redis)
     log_path = workdir / "lock-design.log"
@@ -67,7 +75,8 @@ def _post(session: requests.Session, url: str, token: str, body: dict) -> reques
                                  "Idempotency-Key": uuid.uuid4().hex})
 
 
-def test_concurrent_clients_get_contiguous_numbers(lock_service, database_url, token) -> None:
+def test_concurrent_clients_get_contiguous_numbers(lock_service, lock_database_url,
+                                                  token) -> None:
     url, _ = lock_service
     bearer = token(perms=["correspondence.create"])
     project = f"LK{uuid.uuid4().hex[:8].upper()}"
@@ -85,7 +94,7 @@ def test_concurrent_clients_get_contiguous_numbers(lock_service, database_url, t
     assert set(statuses) <= {201, 503}, statuses
     assert all(body["code"] == "SERVICE_BUSY" for status, body in results if status == 503)
     served = [body["document_number"] for status, body in results if status == 201]
-    verify = verify_run(database_url, project, served, TARGETS["lock"])
+    verify = verify_run(lock_database_url, project, served, TARGETS["lock"])
     assert verify["ok"], verify
     assert verify["counters"] == 2 and verify["contiguous"] and verify["one_audit_each"]
     assert verify["ledger_rows"] == len(served) == statuses[201]  # a 503 leaves no row
