@@ -18,7 +18,9 @@ spectree is extended at its documented seams only:
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from flask import Flask, Request, current_app
@@ -42,36 +44,73 @@ BASE = "/api/v1/document-numbering"
 VERSION = "1.0.0"
 
 # --------------------------------------------------------------------------- path parameters
+#
+# A path segment that names nothing (a malformed id, an unknown kind) is still routed to its
+# view: authentication and permissions answer first (401, 403), as for any other request, and
+# the contract's validation then refuses the segment with 404 (``check_path``).
 
 
-class IdConverter(BaseConverter):
-    """A database id: digits, at most 18 (anything else names nothing: 404)."""
+@dataclass(frozen=True)
+class NoSuchName:
+    """A path segment its parameter's rule does not accept."""
 
-    regex = r"\d{1,18}"
-    openapi: Mapping[str, Any] = {"schema": {"type": "integer", "minimum": 0,
-                                             "maximum": 10 ** 18 - 1}, "example": 1}
+    value: str
+    hint: str = ""
 
-    def to_python(self, value: str) -> int:
-        return int(value)
+
+class NamingConverter(BaseConverter):
+    """Routes any one segment; ``accept`` turns it into the parameter's value or refuses it."""
+
+    hint = ""
+
+    def to_python(self, value: str) -> Any:
+        return self.accept(value) if self.accepts(value) else NoSuchName(value, self.hint)
+
+    def accepts(self, value: str) -> bool:
+        return True
+
+    def accept(self, value: str) -> Any:
+        return value
 
     def to_url(self, value: object) -> str:
         return str(value)
 
 
-class RequestIdConverter(BaseConverter):
+DIGITS = re.compile(r"\d{1,18}")
+
+
+class IdConverter(NamingConverter):
+    """A database id: digits, at most 18 (anything else names nothing: 404)."""
+
+    openapi: Mapping[str, Any] = {"schema": {"type": "integer", "minimum": 0,
+                                             "maximum": 10 ** 18 - 1}, "example": 1}
+
+    def accepts(self, value: str) -> bool:
+        return DIGITS.fullmatch(value) is not None
+
+    def accept(self, value: str) -> int:
+        return int(value)
+
+
+class RequestIdConverter(NamingConverter):
     """A request id: at most 64 characters (longer names nothing: 404)."""
 
-    regex = r"[^/]{1,64}"
     openapi: Mapping[str, Any] = {"schema": {"type": "string", "minLength": 1, "maxLength": 64},
                                   "example": "0b6f0c1e-8a61-5b7e-9d3c-2f4a1e6b7c80"}
 
+    def accepts(self, value: str) -> bool:
+        return len(value) <= 64
 
-class KindConverter(BaseConverter):
+
+class KindConverter(NamingConverter):
     """A catalog kind (another word names nothing: 404)."""
 
-    regex = "|".join(KINDS)
+    hint = f"; kinds are {', '.join(KINDS)}"
     openapi: Mapping[str, Any] = {"schema": {"type": "string", "enum": list(KINDS)},
                                   "example": "organization"}
+
+    def accepts(self, value: str) -> bool:
+        return value in KINDS
 
 
 class CodeConverter(BaseConverter):
@@ -92,6 +131,15 @@ class NumberConverter(PathConverter):
 CONVERTERS: dict[str, type[BaseConverter]] = {
     "id": IdConverter, "reqid": RequestIdConverter, "kind": KindConverter,
     "code": CodeConverter, "number": NumberConverter}
+
+
+def check_path(view_args: Mapping[str, Any] | None) -> None:
+    """404 for a path segment that names nothing (after authentication: see above)."""
+    for name, value in (view_args or {}).items():
+        if isinstance(value, NoSuchName):
+            what = name.removesuffix("_id").replace("_", " ")
+            shown = value.value if len(value.value) <= 64 else value.value[:64] + "…"
+            raise DocnumError(ProblemCode.NOT_FOUND, f"no {what} {shown!r}{value.hint}")
 
 
 # --------------------------------------------------------------------------- request bodies
@@ -141,6 +189,7 @@ class ContractPlugin(FlaskPlugin):
     def request_validation(self, request: Request, query: Any, json: Any, form: Any,
                            headers: Any, cookies: Any) -> None:
         # In the order a client fixes them: parameters, then the Idempotency-Key, then the body.
+        check_path(request.view_args)
         parameters = parse(query, get_multidict_items(request.args, query)) if query else None
         sent_headers = parse(headers, dict(request.headers.items())) if headers else None
         body = json_object(request) if json else None

@@ -127,6 +127,36 @@ def test_unknown_route_and_method_are_problems(client, auth):
     assert wrong.status_code == 405 and wrong.json["code"] == "METHOD_NOT_ALLOWED"
 
 
+@pytest.mark.parametrize("method,path,allowed", [
+    ("get", "/configs/not-an-id", ["system.manage_settings"]),
+    ("get", "/configs/1234567890123456789/history", ["system.manage_settings"]),
+    ("get", "/catalog/planet", ["correspondence.read"]),
+    ("put", "/catalog/planet/X", ["system.manage_settings"]),
+    ("get", "/requests/" + "r" * 65, ["correspondence.read"]),
+    ("get", "/checkpoints/first", ["correspondence.read"]),
+])
+def test_a_path_that_names_nothing_is_401_then_403_then_404(client, token, seed, method, path,
+                                                            allowed):
+    seed()
+    call = getattr(client, method)
+    body = {"name": "x", "active": True} if method == "put" else None
+    anonymous = call(f"{BASE}{path}", json=body)
+    assert anonymous.status_code == 401 and anonymous.json["code"] == "UNAUTHENTICATED"
+    lacking = call(f"{BASE}{path}", json=body, headers=_bearer(token("bob", [])))
+    assert lacking.status_code == 403 and lacking.json["code"] == "FORBIDDEN"
+    missing = call(f"{BASE}{path}", json=body, headers=_bearer(token("bob", allowed)))
+    assert missing.status_code == 404 and missing.json["code"] == "NOT_FOUND"
+    assert missing.json["detail"].startswith("no ")
+
+
+def test_static_routes_beside_an_id_still_answer(client, auth, seed):
+    seed()
+    latest = client.get(f"{BASE}/checkpoints/latest", headers=auth())
+    assert latest.status_code == 404 and "no checkpoint has been signed" in latest.json["detail"]
+    consistency = client.get(f"{BASE}/checkpoints/consistency", headers=auth())
+    assert consistency.status_code == 422 and consistency.json["code"] == "VALIDATION_FAILED"
+
+
 def test_health_and_openapi(client):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
