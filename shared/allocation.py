@@ -630,8 +630,6 @@ def observe_generation(request: AllocationRequest, outcome: Outcome) -> None:
     ctx = request.context
     metrics.generation_duration.labels(ctx.project, ctx.correspondence_type or "",
                                        status).observe(max(elapsed_ms, 0))
-    metrics.retry_count.labels(ctx.project, ctx.correspondence_type or "").observe(
-        outcome.retry_count)
 
 
 def record_failures(engine: Engine, requests: list[AllocationRequest], error: DocnumError, *,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from docnum.shared import metrics, redis_urls
+from docnum.shared import redis_urls
 from docnum.shared.db import get_engine
 from docnum.shared.routing import MAINTENANCE_QUEUE, all_shard_queues
 from docnum.shared.settings import Settings, get_settings
@@ -93,9 +93,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
     from docnum.workers.shard_consumer import ShardConsumerStep
 
     celery.steps["consumer"].add(ShardConsumerStep)
-    # docnum_db_connection_pool_usage of the process that runs the tasks (engines are cached
-    # per URL, so this is the very engine the tasks will use; nothing connects yet).
-    metrics.track_pool(get_engine(settings.database_url))
+    # docnum_db_connection_pool_usage exists in this process from the start: get_engine counts
+    # each engine it makes (this one is the maintenance tasks'; nothing connects yet).
+    get_engine(settings.database_url)
     return celery
 
 

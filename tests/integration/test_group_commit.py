@@ -211,3 +211,23 @@ def test_lock_and_retry_samples_carry_each_keys_own_labels(engine, settings, see
         assert delta("docnum_retry_count_count", lbl) == 1, lbl      # once per batch per key
         assert delta("docnum_retry_count_sum", lbl) == 1, lbl        # ... of one retry
         assert delta("docnum_lock_acquisition_duration_ms_count", lbl) == 1, lbl
+
+
+def test_answering_a_batch_adds_no_retry_observation_per_request(engine, settings, seed):
+    """The worker answers each request (``observe_generation``) after ``allocate_many`` has
+    observed the batch's retries: still one docnum_retry_count observation per key."""
+    from prometheus_client import REGISTRY
+
+    from docnum.shared.allocation import observe_generation
+
+    seed()
+    requests = [_request(engine, settings, letter()) for _ in range(4)]
+    assert all(r.submitted_at for r in requests)
+    groups = _groups(requests)
+    assert len(groups) == 1
+    labels = {"project": "LCBP3", "type": "LETTER"}
+    before = REGISTRY.get_sample_value("docnum_retry_count_count", labels) or 0.0
+    served = allocate_many(engine, groups, clock=SystemClock())
+    for request, outcome in zip(requests, served[requests[0].counter_key], strict=True):
+        observe_generation(request, outcome)
+    assert REGISTRY.get_sample_value("docnum_retry_count_count", labels) - before == 1
