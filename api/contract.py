@@ -114,7 +114,7 @@ class KindConverter(NamingConverter):
 
 
 class CodeConverter(BaseConverter):
-    """A catalog code (its rules: ``shared.catalog.code_problem``, 422 on a write)."""
+    """A catalog code (its rules: ``shared.templates.code_problem``, 422 on a write)."""
 
     openapi: Mapping[str, Any] = {"schema": {"type": "string", "minLength": 1,
                                              "maxLength": MAX_CODE_LENGTH},

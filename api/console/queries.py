@@ -24,6 +24,7 @@ from docnum.shared.context import FIELD_KIND
 from docnum.shared.db import transaction
 from docnum.shared.models import CatalogEntry, Counter, IssuedNumber, ResetRequest
 from docnum.shared.resets import counter_floor, get_reset, list_resets
+from docnum.shared.schemas import AuditFilters
 
 AMBER_ABOVE = 0.90
 RED_ABOVE = 0.95
@@ -221,7 +222,7 @@ def _csv_line(values: list) -> str:
     return buffer.getvalue()
 
 
-def audit_csv(engine: Engine, filters: reports.AuditFilter, *, page_size: int = 500,
+def audit_csv(engine: Engine, filters: AuditFilters, *, page_size: int = 500,
               max_rows: int = 1_000_000) -> Iterator[str]:
     """The filtered audit trail as CSV text chunks (UTF-8 BOM first, for spreadsheet programs
     to read Thai), newest first, one short read transaction per page of ``page_size`` rows."""

@@ -161,8 +161,14 @@ class SqlRequestStore:
         except IntegrityError:
             return self.get(record.request_id)
 
-    def claim_with_generation(self, record: Record) -> tuple[Record | None, object]:
-        return self.claim(record), None  # no cache on the embedded default: None = use the DB
+    def claim_with_generation(self, record: Record, admission: Admission | None = None,
+                              ) -> tuple[Record | None, object]:
+        """``claim``; None for the generation: no cache on the embedded default, the front
+        door reads the database. Without Redis the rate limits count in memory before the
+        view runs, so an ``admission`` only arrives here if that changes: counted on its own."""
+        if admission is not None:
+            admission.count_now()
+        return self.claim(record), None
 
     def release(self, request_id: str) -> None:
         with transaction(self.engine) as session:
