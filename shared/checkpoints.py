@@ -270,26 +270,6 @@ def recorded_heads(session: Session) -> dict[tuple[str, str | None], tuple[int, 
     return {(kind, key): (int(length), bytes(head)) for kind, key, length, head in rows}
 
 
-def chain_rows(session: Session, kind: str, counter_key: str | None, after: int, upto: int,
-               window: int = 5000) -> Iterator[dict]:
-    """Rows of one chain with positions in (after, upto], by position (archive included),
-    read a window of positions at a time."""
-    tables = [IssuedNumber.__table__] if kind == chain.LEDGER else \
-        [AuditArchiveRow.__table__, AuditRow.__table__]
-    fields = chain.LEDGER_FIELDS if kind == chain.LEDGER else chain.AUDIT_FIELDS
-    for start in range(after, upto, window):
-        end = min(start + window, upto)
-        rows: list[dict] = []
-        for table in tables:
-            key = table.c.counter_key == counter_key if counter_key is not None else \
-                table.c.counter_key.is_(None)
-            rows += [dict(r._mapping) for r in session.execute(
-                select(table.c.id, table.c.row_hash, *[table.c[f] for f in fields])
-                .where(key, table.c.chain_pos > start, table.c.chain_pos <= end))]
-        rows.sort(key=lambda r: (r["chain_pos"], r["id"]))
-        yield from rows
-
-
 def extends(session: Session, target: _Chain, recorded: tuple[int, bytes] | None
             ) -> tuple[bool, list[tuple[int, bytes]]]:
     """Walk ``target``'s chain from its recorded head to its current head.
@@ -304,7 +284,7 @@ def extends(session: Session, target: _Chain, recorded: tuple[int, bytes] | None
     at = encode.columns.index("chain_pos") + 1
     marks: list[tuple[int, bytes]] = []
     position = length
-    for row in _chain_tuples(session, target.kind, target.counter_key, length, target.length):
+    for row in chain_rows(session, target.kind, target.counter_key, length, target.length):
         if row[at] != position + 1 or row[0] is None:
             return False, []
         digest = chain.link(previous, encode.values(row[1:]))
@@ -316,10 +296,12 @@ def extends(session: Session, target: _Chain, recorded: tuple[int, bytes] | None
     return position == target.length and previous == target.head, marks
 
 
-def _chain_tuples(session: Session, kind: str, counter_key: str | None, after: int, upto: int,
-                  window: int = 50_000) -> Iterator[tuple]:
-    """``chain_rows`` as tuples (row_hash, then the encoded columns in encoding order): the
-    checkpoint's walk encodes them straight from the driver's rows."""
+def chain_rows(session: Session, kind: str, counter_key: str | None, after: int, upto: int,
+               window: int = 50_000) -> Iterator[tuple]:
+    """Rows of one chain with positions in (after, upto], by position (archive included), read
+    a window of positions at a time: tuples of ``row_hash`` and then the encoded columns in
+    encoding order, so that ``chain.ENCODERS[kind].values(row[1:])`` encodes them straight from
+    the driver's rows."""
     tables = [IssuedNumber.__table__] if kind == chain.LEDGER else \
         [AuditArchiveRow.__table__, AuditRow.__table__]
     columns = chain.ENCODERS[kind].columns
@@ -333,7 +315,7 @@ def _chain_tuples(session: Session, kind: str, counter_key: str | None, after: i
             rows += session.execute(
                 select(table.c.row_hash, *[table.c[c] for c in columns])
                 .where(key, table.c.chain_pos > start, table.c.chain_pos <= end)
-                .order_by(table.c.chain_pos)).all()
+                .order_by(table.c.chain_pos, table.c.id)).all()
         if len(tables) > 1:
             rows.sort(key=lambda r: r[at])
         yield from rows

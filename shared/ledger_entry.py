@@ -17,8 +17,6 @@ from docnum.shared.configs import ConfigView
 from docnum.shared.context import NumberingContext
 from docnum.shared.errors import validation_failed
 
-MAX_NUMBER = templates.MAX_NUMBER_LENGTH
-
 
 def _period_day(config: ConfigView, parts: dict[str, Any], fallback: date | None) -> date:
     """A day inside the period the number itself shows (its year, month or fiscal year)."""
@@ -82,4 +80,4 @@ def ledger_row(*, number: str, ctx: NumberingContext, config: ConfigView | None,
         state_changed_at=now_db if reason else None, replaced_by=None, replaces=None)
 
 
-__all__ = ["MAX_NUMBER", "fit_number", "ledger_row"]
+__all__ = ["fit_number", "ledger_row"]

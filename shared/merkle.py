@@ -33,27 +33,20 @@ def _split(n: int) -> int:
 
 
 def root(leaves: Sequence[bytes], start: int = 0, end: int | None = None) -> bytes:
-    """MTH of ``leaves[start:end]`` (leaf hashes). Iterative: a stack of perfect subtrees,
-    merged as they complete, then folded from the right (the same tree as the recursion)."""
-    end = len(leaves) if end is None else end
-    if end <= start:
-        return EMPTY_ROOT
-    stack: list[tuple[bytes, int]] = []
-    for i in range(start, end):
-        value, size = leaves[i], 1
-        while stack and stack[-1][1] == size:
-            value, size = node_hash(stack.pop()[0], value), size * 2
-        stack.append((value, size))
-    value = stack.pop()[0]
-    while stack:
-        value = node_hash(stack.pop()[0], value)
-    return value
+    """MTH of ``leaves[start:end]`` (leaf hashes), built up with a ``CompactRange``."""
+    tree = CompactRange()
+    for i in range(start, len(leaves) if end is None else end):
+        tree.append(leaves[i])
+    return tree.root()
 
 
 class CompactRange:
     """The right edge of a growing tree: append leaf hashes one by one, ask the root at any
     size. O(log n) memory; ``docnum verify`` recomputes every checkpoint's root with it in one
-    pass over the log."""
+    pass over the log.
+
+    Iterative: a stack of perfect subtrees, merged as they complete, then folded from the right
+    (the same tree as the RFC's recursion)."""
 
     def __init__(self) -> None:
         self._stack: list[tuple[bytes, int]] = []

@@ -39,8 +39,8 @@ def number_proof(session: Session, row: IssuedNumber,
     if position > 1:
         before = list(checkpoints.chain_rows(session, chain.LEDGER, key, position - 2,
                                              position - 1))
-        if before and before[-1]["row_hash"] is not None:
-            previous = bytes(before[-1]["row_hash"])
+        if before and before[-1][0] is not None:  # the row's hash comes first
+            previous = bytes(before[-1][0])
     latest = checkpoints.latest(session)
     leaf = None
     if latest is not None:
@@ -53,7 +53,7 @@ def number_proof(session: Session, row: IssuedNumber,
                 CheckpointLeaf.leaf_index < latest.tree_size)
             .order_by(CheckpointLeaf.length).limit(1))
     upto = int(leaf.length) if leaf is not None else position
-    entries = [chain.ledger_encoding(r).decode() for r in
+    entries = [chain.ledger_encoding.values(r[1:]).decode() for r in
                checkpoints.chain_rows(session, chain.LEDGER, key, position - 1, upto)]
     receipt["chain"] = {"chain": chain.LEDGER, "counter_key": key, "position": position,
                         "previous_hash": previous.hex(), "entries": entries}

@@ -20,9 +20,13 @@ default's private Redis, shared/embedded_redis.py); the database number, when no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import redis
+# redis-py is imported where a client is made: settings reads the schemes below, and a command
+# that needs no Redis does not pay for importing it.
+if TYPE_CHECKING:
+    import redis
 
 SOCKET_SCHEME = "redis+socket://"
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "sentinel://", SOCKET_SCHEME)
@@ -105,6 +109,8 @@ def redis_client(url: str, *, master_name: str | None = None, socket_timeout: fl
                  socket_connect_timeout: float = 2.0,
                  health_check_interval: int = 30) -> redis.Redis:
     """A client of the Redis that ``url`` names; for a Sentinel URL, of the current master."""
+    import redis
+
     if is_socket_url(url):
         path, db = parse_socket_url(url)
         return redis.Redis(unix_socket_path=path, db=db, socket_timeout=socket_timeout,

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from docnum.shared import redis_urls
 from docnum.shared.embedded_redis import EmbeddedRedis, embedded_redis
 
 
@@ -76,7 +77,7 @@ class Settings:
 
     @property
     def uses_redis(self) -> bool:
-        return self.broker_url.startswith(REDIS_SCHEMES)
+        return redis_urls.is_redis_url(self.broker_url)
 
     @property
     def sql_broker_fallback(self) -> bool:
@@ -85,9 +86,6 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:  # any field, with that field's type
         return replace(self, **changes)
-
-
-REDIS_SCHEMES = ("redis://", "rediss://", "sentinel://", "redis+socket://")
 
 
 def create_private_file(path: Path, data: bytes) -> None:
@@ -132,7 +130,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         broker = private_redis.url if private_redis else \
             f"sqla+sqlite:///{var_dir / 'broker.sqlite'}"
     backend = env.get("DOCNUM_RESULT_BACKEND") or (
-        broker if broker.startswith(("redis://", "sentinel://", "redis+socket://")) else
+        broker if broker.startswith(("redis://", "sentinel://", redis_urls.SOCKET_SCHEME)) else
         f"db+sqlite:///{var_dir / 'results.sqlite'}"
     )
     if db_url.startswith("sqlite") or broker.startswith("sqla+") or private_redis:
