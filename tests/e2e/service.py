@@ -34,6 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from docnum.shared.settings import Settings
+from docnum.workers.shard_queues import Taken, processing_key
 
 DOCNUM = str(Path(sys.executable).with_name("docnum"))
 REPO = Path(__file__).resolve().parents[2]
@@ -123,6 +124,21 @@ def prepare_database(database_url: str, configs: dict[str, tuple[str, str]] | No
     finally:
         engine.dispose()
     return ids
+
+
+def held_messages(broker: redis_lib.Redis, queues: Iterable[str]) -> list[Taken]:
+    """The messages shard workers took from ``queues`` and have not acknowledged yet (their
+    processing lists, workers/shard_queues.py)."""
+    return [Taken(queue, raw) for queue in queues
+            for raw in broker.lrange(processing_key(queue), 0, -1)]
+
+
+def request_ids_in(messages: Iterable[Taken]) -> list[str]:
+    """The requests the allocation messages carry (a message is a batch), read as the shard
+    workers read them."""
+    from docnum.workers.messages import decode
+
+    return [request.request_id for message in messages for request in decode(message).requests]
 
 
 def check_ledger(engine: Engine, expected_request_ids: set[str]) -> dict[str, list[int]]:
