@@ -51,6 +51,7 @@ from tests.e2e.service import (
     MariaDBServer,
     RedisServer,
     Service,
+    Up,
     check_ledger,
     docnum_env,
     free_port,
@@ -623,8 +624,6 @@ def test_sigkill_under_docnum_up_with_600_requests_in_flight(ledger_db, tmp_path
     600 async requests are submitted at once; the worker is frozen as soon as it holds taken,
     unanswered messages, so that the rest of the burst piles up behind it, and SIGKILLed once
     all 600 are accepted."""
-    from tests.e2e.test_up_supervision import Up
-
     total = 600
     db, url = ledger_db()
     port = free_port()
