@@ -26,6 +26,7 @@ from docnum.shared.auth import PERMISSIONS, mint_token
 from docnum.shared.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from flask import Flask
     from werkzeug.test import TestResponse
 
 pytest_plugins = ("celery.contrib.pytest",)
@@ -383,14 +384,24 @@ def count(engine: Engine, model: type, *where: ColumnElement[bool]) -> int:
         return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
-@pytest.fixture
-def live_server(app) -> Iterator[str]:
-    """The app on a real loopback HTTP server (threaded werkzeug) for concurrency tests."""
+@contextmanager
+def serving(flask_app: Flask) -> Iterator[str]:
+    """``flask_app`` on a real loopback HTTP server (threaded werkzeug) while the block runs:
+    its URL."""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[str]:
+    """The app on a real loopback HTTP server for concurrency tests."""
+    with serving(app) as url:
+        yield url

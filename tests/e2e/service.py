@@ -11,13 +11,15 @@ maintenance worker, beat and Flower) with ONE environment, writes each process's
         svc.restart("worker[0,1,2,3]")
 
 ``RedisServer`` is a private ``redis-server`` on a free port (never the machine's 6379), which
-a test may stop and start again on the same port.
+a test may stop and start again on the same port. ``Up`` is ``docnum up`` as one subprocess,
+whose log names the pid of each child it starts and restarts.
 
 Nothing here uses the machine's Redis or stops anything it did not start.
 """
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -34,6 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from docnum.shared.settings import Settings
+from docnum.workers.shard_queues import Taken, processing_key
 
 DOCNUM = str(Path(sys.executable).with_name("docnum"))
 REPO = Path(__file__).resolve().parents[2]
@@ -123,6 +126,21 @@ def prepare_database(database_url: str, configs: dict[str, tuple[str, str]] | No
     finally:
         engine.dispose()
     return ids
+
+
+def held_messages(broker: redis_lib.Redis, queues: Iterable[str]) -> list[Taken]:
+    """The messages shard workers took from ``queues`` and have not acknowledged yet (their
+    processing lists, workers/shard_queues.py)."""
+    return [Taken(queue, raw) for queue in queues
+            for raw in broker.lrange(processing_key(queue), 0, -1)]
+
+
+def request_ids_in(messages: Iterable[Taken]) -> list[str]:
+    """The requests the allocation messages carry (a message is a batch), read as the shard
+    workers read them."""
+    from docnum.workers.messages import decode
+
+    return [request.request_id for message in messages for request in decode(message).requests]
 
 
 def check_ledger(engine: Engine, expected_request_ids: set[str]) -> dict[str, list[int]]:
@@ -330,6 +348,78 @@ class Service:
 
     def logs(self) -> str:
         return "\n".join(f"==> {p.name}\n{p.tail()}" for p in self.processes.values())
+
+
+STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
+# What ``docnum up``'s children run (the embedded default's private Redis included): a pid of
+# its log is only ended while it still runs one of these.
+UP_COMMANDS = ("docnum", "docnum.cli.main", "gunicorn", "celery", "redis-server",
+               "valkey-server")
+
+
+class Up:
+    """``docnum up`` as a subprocess in ``cwd``, with ``env`` over this environment less its
+    DOCNUM_* and PROMETHEUS_*; its log tells which pid each child has."""
+
+    def __init__(self, env: dict[str, str], log: Path, *args: str, cwd: Path = REPO) -> None:
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("DOCNUM_", "PROMETHEUS_"))}
+        self.env.update(env, PYTHONUNBUFFERED="1")
+        self.log_path = log
+        self._log = log.open("ab")
+        self.popen = subprocess.Popen([DOCNUM, "up", *args], env=self.env, cwd=cwd,
+                                      stdout=self._log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pids(self, name: str) -> list[int]:
+        """Every pid the child ``name`` has had, oldest first."""
+        return [int(pid) for child, pid in STARTED.findall(self.log()) if child == name]
+
+    def all_pids(self) -> set[int]:
+        return {int(pid) for _child, pid in STARTED.findall(self.log())}
+
+    def stop(self, timeout: float = 40.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+        try:
+            return self.popen.wait(timeout)
+        finally:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        # Normally nothing is left. If something went wrong, end what docnum up started (each
+        # child leads its own process group), and only those still running our code.
+        for pid in [self.popen.pid, *self.all_pids()]:
+            if pid_alive(pid) and _runs_ours(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        self._log.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie of ours is dead too
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def _runs_ours(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            text = cmdline.read().decode(errors="replace")
+    except OSError:
+        return False
+    return any(word in text for word in UP_COMMANDS)
 
 
 class RedisServer:

@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,46 +26,27 @@ from sqlalchemy import create_engine, select
 from docnum.shared.embedded_redis import wheel_server
 from docnum.shared.models import IssuedNumber
 from tests.conftest import BASE, wait_for
+from tests.e2e.service import REPO, Up, free_port
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
 CATALOG = ("project: [{code: LCBP3, name: LCBP3}]\n"
            "organization: [{code: คคง., name: A}, {code: สคฉ.3, name: B},\n"
            "               {code: TEAM-A, name: C}]\n"
            "correspondence_type: [{code: LETTER, name: Letter}]\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class EmbeddedUp:
+class EmbeddedUp(Up):
     """``docnum up`` in ``cwd`` with nothing of docnum's configuration but a port (and what a
-    test adds); its log tells which pid each child has."""
+    test adds)."""
 
     def __init__(self, cwd: Path, *args: str, **extra: str) -> None:
         self.cwd = cwd
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCNUM_", "PROMETHEUS_"))}
-        env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", DOCNUM_PORT=str(self.port),
-                   DOCNUM_QUEUE_SHARDS="2", **extra)
-        self.env = env
-        self.log_path = cwd / "up.log"
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "docnum.cli.main", "up", "--worker-processes", "1", *args],
-            cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def pids(self, name: str) -> list[int]:
-        return [int(pid) for child, pid in STARTED.findall(self.log()) if child == name]
+        super().__init__(dict(PYTHONPATH=str(REPO), DOCNUM_PORT=str(self.port),
+                              DOCNUM_QUEUE_SHARDS="2", **extra),
+                         cwd / "up.log", "--worker-processes", "1", *args, cwd=cwd)
 
     def wait_ready(self) -> None:
         def ready() -> bool:
@@ -100,28 +79,6 @@ class EmbeddedUp:
             "template": "{ORIGINATOR}-{RECIPIENT}-{SEQ:4}-{YEAR:B.E.}", "reset": "YEARLY"})
         assert config.status_code == 201, config.text
         return headers
-
-    def stop(self, timeout: float = 40) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            raise
-        finally:
-            self._log.close()
-
-    def kill_leftovers(self) -> None:
-        """After a failed test: end what this ``docnum up`` started (each child leads its own
-        process group), only if it still runs."""
-        for name in {child for child, _ in STARTED.findall(self.log())}:
-            for pid in self.pids(name):
-                if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie":
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
 
 
 def _letter(recipient: str = "สคฉ.3") -> dict[str, str]:
@@ -258,11 +215,7 @@ def test_a_killed_private_redis_is_restarted_and_keeps_what_was_queued(tmp_path:
               f"{requests_sent} queued requests answered {time.monotonic() - killed_at:.1f} s "
               f"after the kill (visibility timeout 5 s)")
     finally:
-        try:
-            code = up.stop()
-        except subprocess.TimeoutExpired:
-            up.kill_leftovers()
-            raise
+        code = up.stop()
     assert code == 0, up.log()[-3000:]
     # No number issued twice: one ledger row per request, every counter contiguous from 1.
     engine = create_engine(f"sqlite:///{tmp_path / 'var' / 'docnum.sqlite'}")
@@ -290,7 +243,7 @@ def _ping(socket_path: Path) -> bool:
 def test_flower_on_the_embedded_default_sees_workers_queues_and_tasks(tmp_path: Path) -> None:
     if not subprocess.run(["which", "redis-server"], capture_output=True).stdout:
         pytest.skip("no redis-server on PATH")
-    flower_port = _free_port()
+    flower_port = free_port()
     auth = ("ops", "s3cret-pass")
     up = EmbeddedUp(tmp_path, DOCNUM_FLOWER_PORT=str(flower_port),
                     DOCNUM_FLOWER_BASIC_AUTH=":".join(auth))

@@ -43,7 +43,7 @@ from docnum.shared.auth import mint_token
 from docnum.shared.routing import all_shard_queues, shard_for
 from docnum.shared.settings import load_settings
 from docnum.workers.ownership import owner_key, parse_owner
-from docnum.workers.shard_queues import processing_key
+from docnum.workers.shard_queues import Taken
 from tests.conftest import ALL_PERMS, BASE, letter
 from tests.e2e import netns
 from tests.e2e.netns import Host
@@ -51,10 +51,13 @@ from tests.e2e.service import (
     MariaDBServer,
     RedisServer,
     Service,
+    Up,
     check_ledger,
     docnum_env,
     free_port,
+    held_messages,
     prepare_database,
+    request_ids_in,
     wait_until,
 )
 
@@ -311,21 +314,9 @@ class Load(Background):
             return [rid for _s, _r, rid in self.accepted]
 
 
-def _held(broker: redis_lib.Redis, shards: str) -> list[bytes]:
+def _held(broker: redis_lib.Redis, shards: str) -> list[Taken]:
     """Messages in the processing lists of ``shards`` (taken, not yet acknowledged)."""
-    return [raw for s in shards.split(",")
-            for raw in broker.lrange(processing_key(f"docnum.shard.{s}"), 0, -1)]
-
-
-def _request_ids_in(messages: list[bytes]) -> list[str]:
-    import base64
-
-    ids = []
-    for raw in messages:
-        envelope = json.loads(raw)
-        body = json.loads(base64.b64decode(envelope["body"]))
-        ids.extend(r["request_id"] for r in body[0][0])
-    return ids
+    return held_messages(broker, [f"docnum.shard.{s}" for s in shards.split(",")])
 
 
 def _served_by(svc: Service) -> dict[str, int]:
@@ -446,7 +437,7 @@ def test_partition_from_redis_longer_than_the_ttl_while_idle_in_blmove(namespace
                         first = list(pool.map(client.submit, [KEYS[i % 3] for i in range(burst)]))
                     answers.add(*first)
                     submitted_s = time.monotonic() - cut_at
-                    in_transit = _request_ids_in(_held(broker, w1))
+                    in_transit = request_ids_in(_held(broker, w1))
                     # ... and a trickle during the rest of the partition.
                     during: list[tuple[float, str]] = []
                     while time.monotonic() - cut_at < partition_s:
@@ -579,7 +570,7 @@ def test_sigstop_beyond_visibility_and_ttl_under_load(ledger_db, tmp_path):
                 # that can be caught within 10 s; otherwise while it holds taken messages.
                 locked = _freeze_holding_locks(w1_process, db, broker, w1, 10)
                 frozen_at = time.monotonic()
-                held_ids = _request_ids_in(_held(broker, w1))
+                held_ids = request_ids_in(_held(broker, w1))
                 try:
                     time.sleep(freeze_s)
                 finally:
@@ -633,8 +624,6 @@ def test_sigkill_under_docnum_up_with_600_requests_in_flight(ledger_db, tmp_path
     600 async requests are submitted at once; the worker is frozen as soon as it holds taken,
     unanswered messages, so that the rest of the burst piles up behind it, and SIGKILLed once
     all 600 are accepted."""
-    from tests.e2e.test_up_supervision import Up
-
     total = 600
     db, url = ledger_db()
     port = free_port()
@@ -668,7 +657,7 @@ def test_sigkill_under_docnum_up_with_600_requests_in_flight(ledger_db, tmp_path
                     # Frozen while it holds taken messages whose answers are not stored yet.
                     while not stop_looking.is_set():
                         os.kill(old_pid, signal.SIGSTOP)
-                        taken = _request_ids_in(_held(broker, "0,1,2,3"))
+                        taken = request_ids_in(_held(broker, "0,1,2,3"))
                         if taken and not all(backend.mget([RESULT_PREFIX + r for r in taken])):
                             return
                         os.kill(old_pid, signal.SIGCONT)
@@ -689,7 +678,7 @@ def test_sigkill_under_docnum_up_with_600_requests_in_flight(ledger_db, tmp_path
                 killed_at = time.monotonic()
                 in_flight = [r for r in request_ids if r not in answers.at]
                 # Taken into its processing lists and not answered: only a restore serves them.
-                held = [r for r in _request_ids_in(_held(broker, "0,1,2,3")) if r in in_flight]
+                held = [r for r in request_ids_in(_held(broker, "0,1,2,3")) if r in in_flight]
                 wait_until(lambda: len(up.pids(worker)) >= 2, 30, "the worker to be restarted",
                            interval=0.02, on_timeout=up.log)
                 restarted_s = time.monotonic() - killed_at

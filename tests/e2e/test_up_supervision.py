@@ -12,14 +12,11 @@ The measured times are printed (``-s``) and copied into docs/reliability.md.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -31,77 +28,19 @@ from docnum.shared.db import transaction
 from docnum.shared.models import IssuedNumber
 from docnum.shared.settings import load_settings
 from tests.conftest import ALL_PERMS, BASE, letter
-from tests.e2e.service import DOCNUM, REPO, RedisServer, docnum_env, free_port, wait_until
+from tests.e2e.service import (
+    RedisServer,
+    Up,
+    docnum_env,
+    free_port,
+    pid_alive,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
 BURST = 300
-STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
-
-
-class Up:
-    """``docnum up`` as a subprocess; its log tells which pid each child has."""
-
-    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("DOCNUM_", "PROMETHEUS_"))}
-        base.update(env, PYTHONUNBUFFERED="1")
-        self.log_path = log
-        self._log = log.open("ab")
-        self.popen = subprocess.Popen([DOCNUM, "up", *args], env=base, cwd=REPO,
-                                      stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def pids(self, name: str) -> list[int]:
-        """Every pid the child ``name`` has had, oldest first."""
-        return [int(pid) for child, pid in STARTED.findall(self.log()) if child == name]
-
-    def all_pids(self) -> set[int]:
-        return {int(pid) for _child, pid in STARTED.findall(self.log())}
-
-    def stop(self, timeout: float = 40.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-        try:
-            return self.popen.wait(timeout)
-        finally:
-            self._cleanup()
-
-    def _cleanup(self) -> None:
-        # Normally nothing is left. If something went wrong, end what docnum up started (each
-        # child leads its own process group), and only those still running our code.
-        for pid in [self.popen.pid, *self.all_pids()]:
-            if _alive(pid) and _ours(pid):
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        self._log.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie of ours is dead too
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
-
-
-def _ours(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            text = cmdline.read().decode(errors="replace")
-    except OSError:
-        return False
-    return any(word in text for word in ("docnum", "docnum.cli.main", "gunicorn", "celery"))
 
 
 def _processing(broker: redis_lib.Redis, shards: int) -> int:
@@ -206,7 +145,7 @@ def test_up_restarts_a_killed_worker_and_api(database_url, seed, engine, tmp_pat
             wait_until(answered, 60, "every accepted request to be answered", interval=0.5,
                        on_timeout=up.log)
             served_s = time.monotonic() - killed_at
-            assert not _alive(old_pid)
+            assert not pid_alive(old_pid)
             assert f"{worker} exited with -9; restarting" in up.log()
 
             # The API: SIGKILL gunicorn's master (``docnum api`` execs it: the child's pid).
@@ -258,7 +197,7 @@ def test_up_exits_non_zero_when_a_child_keeps_crashing(tmp_path):
         elapsed = time.monotonic() - started
         log = up.log()
         # Everything else was stopped with it.
-        survivors = [pid for pid in up.all_pids() if _alive(pid)]
+        survivors = [pid for pid in up.all_pids() if pid_alive(pid)]
     finally:
         squatter.close()
         up.stop(5)

@@ -24,8 +24,9 @@ from sqlalchemy import func, select
 
 from docnum.shared.db import transaction
 from docnum.shared.models import AuditRow, IssuedNumber
+from docnum.shared.routing import all_shard_queues
 from tests.conftest import BASE, letter, make_settings, wait_for
-from tests.e2e.service import start_worker
+from tests.e2e.service import held_messages, request_ids_in, start_worker
 
 REQUESTS = 600
 KEYS = ["สคฉ.3", "TEAM-A", "TEAM-B"]
@@ -36,29 +37,6 @@ pytestmark = pytest.mark.e2e
 def _ledger_count(engine) -> int:
     with transaction(engine) as session:
         return session.scalar(select(func.count()).select_from(IssuedNumber))
-
-
-def _requests_in(messages: list[bytes]) -> int:
-    """How many allocation requests the messages carry (a message is a batch)."""
-    import base64
-    import json
-
-    total = 0
-    for raw in messages:
-        try:
-            body = json.loads(base64.b64decode(json.loads(raw)["body"]))
-            total += len(body[0][0])
-        except (ValueError, KeyError, IndexError, TypeError):
-            total += 1
-    return total
-
-
-def _processing(client, shards: int) -> list[bytes]:
-    from docnum.shared.routing import all_shard_queues
-    from docnum.workers.shard_queues import processing_key
-
-    return [raw for queue in all_shard_queues(shards)
-            for raw in client.lrange(processing_key(queue), 0, -1)]
 
 
 def _start_worker(settings, log: Path) -> subprocess.Popen:
@@ -97,6 +75,7 @@ def test_sigkilled_worker_loses_nothing(database_url, fresh_redis_dbs, tmp_path,
     first = _start_worker(settings, log)
     try:
         unacked = redis.Redis.from_url(broker)
+        queues = all_shard_queues(settings.queue_shards)
         try:
             wait_for(lambda: _ledger_count(engine) >= 40, timeout=60, interval=0.01,
                      message="the first worker to start issuing")
@@ -108,7 +87,7 @@ def test_sigkilled_worker_loses_nothing(database_url, fresh_redis_dbs, tmp_path,
         # nothing at that instant, let it run a moment and look again.
         def frozen_holding() -> bool:
             first.send_signal(signal.SIGSTOP)
-            if _processing(unacked, settings.queue_shards):
+            if held_messages(unacked, queues):
                 return True
             first.send_signal(signal.SIGCONT)
             time.sleep(0.002)
@@ -120,10 +99,10 @@ def test_sigkilled_worker_loses_nothing(database_url, fresh_redis_dbs, tmp_path,
         first.wait(10)
         killed_at = time.monotonic()
         issued_at_kill = _ledger_count(engine)
-        held_messages = _processing(unacked, settings.queue_shards)
-        held = len(held_messages)
+        taken = held_messages(unacked, queues)
+        held = len(taken)
         assert held >= 1, "the worker held no message when it was killed"
-        held_requests = _requests_in(held_messages)
+        held_requests = len(request_ids_in(taken))
         # Numbered or not (a batch may be committed and still unanswered), what it held must
         # be answered by its replacement.
         # Restarted at once in the same slot, as `docnum up` does: no TTL to wait for.

@@ -3,11 +3,11 @@ in the database (distinct numbers, contiguous counters), and refuses non-loopbac
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
 from docnum.cli import loadtest
+from tests.conftest import serving
 
 
 @pytest.fixture
@@ -57,22 +57,14 @@ def test_a_rate_limited_run_stops_early_and_names_the_variable(
         budget: str, variable: str) -> None:
     """With the default budgets nearly every answer is 429: the run stops instead of measuring
     refusals, and says which budget refused and what raises it."""
-    from werkzeug.serving import make_server
-
     from docnum.api.app import create_app
 
     limits = {"rate_limit_user": "1000000/minute", "rate_limit_ip": "1000000/minute",
               budget: "5/minute"}
     app = create_app(settings.with_overrides(**limits), celery=celery_session_app)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        code = loadtest.main(["--url", f"http://127.0.0.1:{server.server_port}", "--json",
-                              "--warmup", "0", "--concurrency", "4", "--duration", "20"])
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with serving(app) as url:
+        code = loadtest.main(["--url", url, "--json", "--warmup", "0", "--concurrency", "4",
+                              "--duration", "20"])
     out, err = capsys.readouterr()
     report = json.loads(out.strip().splitlines()[-1])
     assert code == 1, report
